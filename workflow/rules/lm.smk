@@ -1,0 +1,1 @@
+# lm experiment rules (filled in by the lm section).

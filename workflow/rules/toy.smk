@@ -1,0 +1,1 @@
+# toy experiment rules (filled in by the toy section).

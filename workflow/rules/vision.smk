@@ -1,0 +1,1 @@
+# vision experiment rules (filled in by the vision section).

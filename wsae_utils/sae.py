@@ -1,0 +1,239 @@
+"""Sparse autoencoder model and the (weighted) reconstruction loss.
+
+One module, one model: encoder rows and decoder rows are both stored as [n_latents, d_in] tensors
+(`W_enc`, `W_dec`; SAELens stores `W_enc` transposed, see `wsae_utils.export`). The theory's SAE is the
+special case `tied=True, bias=False`: x_m = σ(W_m x_p), x̂_p = W_mᵀ x_m with W_m = `W_enc`.
+
+Top-k runs a sparse path: the encoder's backward and the decoder touch only the k selected latents per row
+(embedding_bag / index_add), so a step costs one dense GEMM instead of three (the sparsify trick).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Activation = Literal["none", "relu", "jumprelu", "topk"]
+ACTIVATIONS: tuple[str, ...] = ("none", "relu", "jumprelu", "topk")
+
+
+@dataclass
+class SAEConfig:
+    """Architecture of one SAE."""
+
+    d_in: int
+    """Input width (n_p in the theory, d_model for a language model)."""
+    n_latents: int
+    """Number of latents (n_m)."""
+    activation: Activation = "topk"
+    """'none' (linear), 'relu', 'jumprelu' (fixed threshold) or 'topk'."""
+    k: int = 32
+    """Active latents per input for 'topk'."""
+    threshold: float = 0.0
+    """JumpReLU threshold θ: a latent passes its pre-activation when it exceeds θ, else 0."""
+    tied: bool = False
+    """Decoder is the encoder's transpose (the theory's model). Untied keeps a separate W_dec."""
+    bias: bool = True
+    """Encoder bias b_enc and decoder bias b_dec (b_dec is also subtracted from the input)."""
+    normalize_decoder: bool = True
+    """Keep decoder rows at unit norm (renormalised after every step, parallel gradient removed)."""
+
+    def __post_init__(self) -> None:
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation={self.activation!r} is not one of {ACTIVATIONS}")
+        if self.d_in < 1 or self.n_latents < 1:
+            raise ValueError(f"d_in={self.d_in} and n_latents={self.n_latents} must be >= 1")
+        if self.activation == "topk" and not 1 <= self.k <= self.n_latents:
+            raise ValueError(f"k={self.k} must be in [1, n_latents={self.n_latents}]")
+
+    def to_dict(self) -> dict:
+        """Plain dict for JSON."""
+        return asdict(self)
+
+
+@dataclass
+class SAEOutput:
+    """Result of a forward pass; top-k keeps its latents sparse (values + indices)."""
+
+    x_hat: Tensor
+    acts: Tensor | None = None
+    top_vals: Tensor | None = None
+    top_idx: Tensor | None = None
+
+    def dense_acts(self) -> Tensor:
+        """Latent activations as a dense [B, n_latents] tensor."""
+        if self.acts is not None:
+            return self.acts
+        raise ValueError("top-k output holds sparse latents; use SparseAutoencoder.encode for dense ones")
+
+
+class _TopKEncode(torch.autograd.Function):
+    """relu(topk(x Wᵀ + b)) with a backward that only touches the k selected latents per row."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, W: Tensor, b: Tensor, k: int, matmul_dtype: torch.dtype):  # noqa: D102
+        if matmul_dtype == torch.float32:
+            pre = torch.addmm(b, x, W.t())
+        else:
+            pre = torch.addmm(b.to(matmul_dtype), x.to(matmul_dtype), W.t().to(matmul_dtype)).float()
+        vals, idx = pre.topk(k, dim=-1, sorted=False)
+        vals = vals.relu()
+        ctx.save_for_backward(x, W, vals, idx)
+        return vals, idx
+
+    @staticmethod
+    def backward(ctx, grad_vals: Tensor, _grad_idx: Tensor):  # noqa: D102
+        x, W, vals, idx = ctx.saved_tensors
+        g = grad_vals * (vals > 0)
+        flat_idx, flat_g = idx.reshape(-1), g.reshape(-1)
+        grad_x = grad_W = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = F.embedding_bag(idx, W, per_sample_weights=g.to(W.dtype), mode="sum")
+        if ctx.needs_input_grad[1]:
+            rows = x.repeat_interleave(idx.shape[1], dim=0) * flat_g[:, None]
+            grad_W = torch.zeros_like(W).index_add_(0, flat_idx, rows.to(W.dtype))
+        if ctx.needs_input_grad[2]:
+            grad_b = torch.zeros(W.shape[0], dtype=W.dtype, device=W.device).index_add_(0, flat_idx, flat_g)
+        return grad_x, grad_W, grad_b, None, None
+
+
+class SparseAutoencoder(nn.Module):
+    """An SAE with a ReLU, JumpReLU, Top-k or no activation, tied or untied decoder."""
+
+    def __init__(self, cfg: SAEConfig, seed: int | None = None, device: str | torch.device = "cpu"):
+        super().__init__()
+        self.cfg = cfg
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        bound = 1.0 / math.sqrt(cfg.d_in)
+        W = (torch.rand(cfg.n_latents, cfg.d_in, generator=gen) * 2 - 1) * bound
+        if cfg.normalize_decoder:
+            W = W / W.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        self.W_enc = nn.Parameter(W.clone().to(device))
+        # Tied: the decoder is the very same tensor, so there is nothing to keep in sync.
+        self.W_dec = self.W_enc if cfg.tied else nn.Parameter(W.clone().to(device))
+        self.b_enc = nn.Parameter(torch.zeros(cfg.n_latents, device=device), requires_grad=cfg.bias)
+        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, device=device), requires_grad=cfg.bias)
+
+    # -- encoding / decoding -------------------------------------------------------------------------
+    def _centered(self, x: Tensor) -> Tensor:
+        return x - self.b_dec if self.cfg.bias else x
+
+    def pre_activations(self, x: Tensor) -> Tensor:
+        """Encoder pre-activations (x − b_dec) W_encᵀ + b_enc, dense [B, n_latents]."""
+        return F.linear(self._centered(x), self.W_enc, self.b_enc)
+
+    def _activate(self, pre: Tensor) -> Tensor:
+        act = self.cfg.activation
+        if act == "none":
+            return pre
+        if act == "relu":
+            return pre.relu()
+        if act == "jumprelu":
+            return pre * (pre > self.cfg.threshold)
+        vals, idx = pre.topk(self.cfg.k, dim=-1, sorted=False)
+        return torch.zeros_like(pre).scatter_(-1, idx, vals.relu())
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Dense latent activations [B, n_latents]."""
+        return self._activate(self.pre_activations(x))
+
+    def decode(self, acts: Tensor) -> Tensor:
+        """Reconstruction from dense latents."""
+        out = acts @ self.W_dec
+        return out + self.b_dec if self.cfg.bias else out
+
+    def decode_sparse(self, vals: Tensor, idx: Tensor) -> Tensor:
+        """Reconstruction from top-k (values, indices) without forming a dense latent tensor."""
+        out = F.embedding_bag(idx, self.W_dec, per_sample_weights=vals, mode="sum")
+        return out + self.b_dec if self.cfg.bias else out
+
+    def forward(self, x: Tensor, matmul_dtype: torch.dtype = torch.float32) -> SAEOutput:
+        """Encode and decode; top-k stays sparse. `matmul_dtype=bfloat16` runs the encoder GEMM in bf16."""
+        if self.cfg.activation == "topk":
+            vals, idx = _TopKEncode.apply(self._centered(x), self.W_enc, self.b_enc, self.cfg.k, matmul_dtype)
+            return SAEOutput(x_hat=self.decode_sparse(vals, idx), top_vals=vals, top_idx=idx)
+        with torch.autocast(x.device.type, dtype=matmul_dtype, enabled=matmul_dtype != torch.float32):
+            acts = self._activate(self.pre_activations(x))
+        acts = acts.float()
+        return SAEOutput(x_hat=self.decode(acts), acts=acts)
+
+    # -- constraints ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def normalize_decoder_(self) -> None:
+        """Rescale decoder rows to unit norm."""
+        self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12))
+
+    @torch.no_grad()
+    def remove_parallel_decoder_grad_(self) -> None:
+        """Project out the gradient component along each decoder row (keeps the unit-norm step exact)."""
+        if self.W_dec.grad is None:
+            return
+        W = self.W_dec / self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        self.W_dec.grad.sub_((self.W_dec.grad * W).sum(dim=1, keepdim=True) * W)
+
+    @torch.no_grad()
+    def init_b_dec_(self, x: Tensor) -> None:
+        """Initialise the decoder bias at the per-dimension mean of a data sample (sparsify's choice)."""
+        if self.cfg.bias:
+            self.b_dec.copy_(x.mean(0).to(self.b_dec))
+
+
+def reconstruction_loss(
+    x: Tensor, x_hat: Tensor, gamma: Tensor | None = None, gamma_inside_norm: bool = True
+) -> Tensor:
+    """Weighted squared error, summed over dimensions and averaged over rows.
+
+    L = E‖Γ(x − x̂)‖² when `gamma_inside_norm` (the paper's form: γ² multiplies the squared error),
+    else E Σ_i γ_i (x_i − x̂_i)². `gamma=None` (or all ones) is the plain SAE loss.
+    """
+    sq = (x - x_hat).pow(2)
+    if gamma is not None:
+        sq = sq * (gamma.pow(2) if gamma_inside_norm else gamma)
+    return sq.sum(-1).mean()
+
+
+def make_gamma(proxy: Tensor, alpha: float, normalize: Literal["none", "mean"] = "none") -> Tensor:
+    """Per-input-dimension weights γ = s^α from a non-negative proxy s; α = 0 gives all ones.
+
+    `normalize="mean"` rescales γ to mean one (a global rescale only changes the loss scale).
+    """
+    if alpha < 0:
+        raise ValueError(f"alpha={alpha} must be >= 0")
+    proxy = torch.as_tensor(proxy, dtype=torch.float32)
+    if not torch.isfinite(proxy).all() or (proxy < 0).any():
+        raise ValueError("weight proxy must be finite and non-negative")
+    gamma = torch.ones_like(proxy) if alpha == 0 else proxy.pow(alpha)
+    if normalize == "mean":
+        mean = gamma.mean()
+        if mean <= 0:
+            raise ValueError("cannot normalise γ to mean one: all weights are zero")
+        gamma = gamma / mean
+    elif normalize != "none":
+        raise ValueError(f"normalize={normalize!r} is not one of ('none', 'mean')")
+    return gamma
+
+
+def auxk_loss(
+    sae: SparseAutoencoder, x: Tensor, residual: Tensor, dead: Tensor, k_aux: int | None = None
+) -> Tensor:
+    """AuxK: reconstruct the detached residual from the top dead latents (OpenAI / sparsify recipe).
+
+    Only the dead encoder rows are multiplied, the decoder bias is not added again (the residual already
+    contains it), and the loss is scaled by min(#dead / k_aux, 1) and normalised by the residual's variance.
+    """
+    dead_idx = dead.nonzero().squeeze(-1)
+    n_dead = int(dead_idx.numel())
+    if n_dead == 0:
+        return x.new_zeros(())
+    k_aux = k_aux or max(1, x.shape[-1] // 2)
+    pre = F.linear(sae._centered(x), sae.W_enc[dead_idx], sae.b_enc[dead_idx])
+    vals, idx = pre.topk(min(k_aux, n_dead), dim=-1, sorted=False)
+    recon = F.embedding_bag(idx, sae.W_dec[dead_idx], per_sample_weights=vals.relu(), mode="sum")
+    residual = residual.detach()
+    denom = (residual - residual.mean(0)).pow(2).sum().clamp_min(1e-12)
+    return min(n_dead / k_aux, 1.0) * (recon - residual).pow(2).sum() / denom
