@@ -7,6 +7,7 @@ and the executed .ipynb is written even when a cell fails (papermill marks the f
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,26 @@ KERNEL = "python3"
 
 
 def notebook_parameters(source: str | Path) -> dict[str, Any]:
-    """Names and default values of the `parameters` cell of a jupytext source."""
-    import jupytext
+    """Names and default values of the `parameters` cell of a jupytext source (literals only, else an error)."""
     import papermill
 
+    nb = _read(source, KERNEL)
+    out = {}
+    for name, info in papermill.inspect_notebook(nb).items():
+        try:
+            out[name] = ast.literal_eval(info["default"])
+        except (ValueError, SyntaxError) as err:
+            raise ValueError(f"{source}: parameter {name} = {info['default']} is not a literal") from err
+    return out
+
+
+def _read(source: str | Path, kernel_name: str):
+    """jupytext source → notebook node with an explicit kernelspec (jupytext sources carry none)."""
+    import jupytext
+
     nb = jupytext.read(source)
-    return {name: info["default"] for name, info in papermill.inspect_notebook(nb).items()}
+    nb.metadata["kernelspec"] = {"name": kernel_name, "display_name": "Python 3", "language": "python"}
+    return nb
 
 
 def execute_notebook(
@@ -36,18 +51,16 @@ def execute_notebook(
 
     Parameters unknown to the notebook's `parameters` cell are refused before any execution.
     """
-    import jupytext
     import papermill
 
     parameters = dict(parameters or {})
-    nb = jupytext.read(source)
+    nb = _read(source, kernel_name)
     declared = set(papermill.inspect_notebook(nb))
     unknown = sorted(set(parameters) - declared)
     if unknown:
         raise ValueError(f"{source}: parameters {unknown} are not declared in its parameters cell {sorted(declared)}")
     output_ipynb = Path(output_ipynb)
     output_ipynb.parent.mkdir(parents=True, exist_ok=True)
-    nb.metadata["kernelspec"] = {"name": kernel_name, "display_name": "Python 3", "language": "python"}
     papermill.execute_notebook(
         nb,
         str(output_ipynb),

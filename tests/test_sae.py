@@ -1,0 +1,124 @@
+import pytest
+import torch
+
+from wsae_utils.sae import SAEConfig, SparseAutoencoder, auxk_loss, make_gamma, reconstruction_loss
+
+
+def _sae(**kw):
+    cfg = SAEConfig(**{"d_in": 12, "n_latents": 40, "activation": "topk", "k": 5, **kw})
+    sae = SparseAutoencoder(cfg, seed=1)
+    with torch.no_grad():
+        sae.b_enc.normal_()
+        sae.b_dec.normal_()
+    return sae
+
+
+def test_topk_keeps_exactly_k():
+    sae = _sae(k=5)
+    x = torch.randn(64, 12) * 3
+    with torch.no_grad():
+        sae.b_enc.fill_(10.0)  # all pre-activations positive: exactly k survive the ReLU
+    acts = sae.encode(x)
+    assert ((acts != 0).sum(-1) == 5).all()
+    # and the kept ones are the k largest pre-activations
+    pre = sae.pre_activations(x)
+    kth = pre.topk(5, dim=-1).values[:, -1:]
+    assert ((acts != 0) == (pre >= kth)).all()
+
+
+def test_topk_sparse_forward_matches_dense_and_gradients_agree():
+    sae = _sae()
+    x = torch.randn(32, 12)
+    out = sae(x)
+    loss = reconstruction_loss(x, out.x_hat)
+    loss.backward()
+    sparse_grads = {n: p.grad.clone() for n, p in sae.named_parameters()}
+    sae.zero_grad()
+    dense = reconstruction_loss(x, sae.decode(sae.encode(x)))
+    dense.backward()
+    assert torch.allclose(loss, dense, rtol=1e-6)
+    for n, p in sae.named_parameters():
+        assert torch.allclose(p.grad, sparse_grads[n], atol=1e-5), n
+
+
+def test_tied_decoder_is_encoder_transpose():
+    sae = SparseAutoencoder(SAEConfig(3, 5, activation="relu", tied=True, bias=False, normalize_decoder=False), seed=0)
+    assert sae.W_dec is sae.W_enc
+    x = torch.randn(7, 3)
+    expected = torch.relu(x @ sae.W_enc.T) @ sae.W_enc  # x̂ = W_mᵀ σ(W_m x)
+    assert torch.allclose(sae(x).x_hat, expected, atol=1e-6)
+    assert len(list(sae.parameters())) == 3  # W_enc (shared) + two frozen biases
+
+
+@pytest.mark.parametrize("activation", ["none", "relu", "jumprelu"])
+def test_dense_activations(activation):
+    sae = _sae(activation=activation, threshold=0.5)
+    x = torch.randn(16, 12)
+    pre = sae.pre_activations(x)
+    acts = sae.encode(x)
+    expected = {"none": pre, "relu": pre.relu(), "jumprelu": pre * (pre > 0.5)}[activation]
+    assert torch.equal(acts, expected)
+
+
+def test_alpha_zero_equals_plain_mse():
+    x, xh = torch.randn(10, 6), torch.randn(10, 6)
+    s = torch.rand(6) * 5
+    g = make_gamma(s, 0.0)
+    assert torch.equal(g, torch.ones(6))
+    plain = ((x - xh) ** 2).sum(-1).mean()
+    assert torch.allclose(reconstruction_loss(x, xh, g), plain)
+    assert torch.allclose(reconstruction_loss(x, xh, None), plain)
+
+
+def test_gamma_inside_norm_squares_the_weight():
+    x, xh = torch.zeros(1, 2), torch.tensor([[1.0, 2.0]])
+    g = torch.tensor([2.0, 0.5])
+    assert reconstruction_loss(x, xh, g, gamma_inside_norm=True).item() == pytest.approx(4 * 1 + 0.25 * 4)
+    assert reconstruction_loss(x, xh, g, gamma_inside_norm=False).item() == pytest.approx(2 * 1 + 0.5 * 4)
+
+
+def test_make_gamma_values_and_errors():
+    s = torch.tensor([1.0, 4.0, 9.0])
+    assert torch.allclose(make_gamma(s, 0.5), torch.tensor([1.0, 2.0, 3.0]))
+    assert torch.allclose(make_gamma(s, 1.0, "mean").mean(), torch.tensor(1.0))
+    with pytest.raises(ValueError, match="alpha"):
+        make_gamma(s, -1)
+    with pytest.raises(ValueError, match="non-negative"):
+        make_gamma(torch.tensor([1.0, -1.0]), 1)
+    with pytest.raises(ValueError, match="normalize"):
+        make_gamma(s, 1, "max")
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="k=50"):
+        SAEConfig(4, 10, activation="topk", k=50)
+    with pytest.raises(ValueError, match="activation='gelu'"):
+        SAEConfig(4, 10, activation="gelu")
+
+
+def test_decoder_norm_constraint():
+    sae = _sae()
+    with torch.no_grad():
+        sae.W_dec.mul_(3)
+    sae.normalize_decoder_()
+    assert torch.allclose(sae.W_dec.norm(dim=1), torch.ones(40), atol=1e-6)
+    sae.W_dec.grad = torch.randn_like(sae.W_dec)
+    sae.remove_parallel_decoder_grad_()
+    assert (sae.W_dec.grad * sae.W_dec).sum(1).abs().max() < 1e-5
+
+
+def test_auxk_only_uses_dead_latents_and_no_bias():
+    sae = _sae()
+    x = torch.randn(20, 12)
+    resid = torch.randn(20, 12)
+    dead = torch.zeros(40, dtype=torch.bool)
+    assert auxk_loss(sae, x, resid, dead).item() == 0.0
+    dead[:3] = True
+    loss = auxk_loss(sae, x, resid, dead, k_aux=2)
+    loss.backward()
+    assert sae.W_enc.grad[3:].abs().sum() == 0 and sae.W_enc.grad[:3].abs().sum() > 0
+    # with zero decoder rows the aux reconstruction is exactly 0: b_dec is not added a second time
+    with torch.no_grad():
+        sae.W_dec[:3] = 0
+    expected = min(3 / 2, 1.0) * resid.pow(2).sum() / (resid - resid.mean(0)).pow(2).sum()
+    assert auxk_loss(sae, x, resid, dead, k_aux=2).item() == pytest.approx(expected.item(), rel=1e-6)
