@@ -15,7 +15,7 @@ DEBS := $(RES)/debs
 .PHONY: run test setup setup-test data lint dry-run clean-results
 
 run: setup data
-	$(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
+	$(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES) $(SNAKEMAKE_ARGS)
 
 test: setup-test data
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
