@@ -107,8 +107,9 @@ def write_index_html(
     figures: list[tuple[str, str]] | None = None,
     tables: list[tuple[str, pd.DataFrame]] | None = None,
     preamble: str = "",
+    max_table_rows: int = 40,
 ) -> Path:
-    """A single HTML page: inline figures (path relative to the page), tables, and report links."""
+    """A single HTML page: report links, tables (first `max_table_rows` rows) and inline figures."""
     base = Path(path).parent
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -119,17 +120,21 @@ def write_index_html(
         f"<h1>{html.escape(title)}</h1>",
         preamble,
     ]
-    for caption, fig in figures or []:
-        rel = os.path.relpath(fig, base)
-        parts.append(f"<figure><img src='{html.escape(rel)}'><figcaption>{html.escape(caption)}</figcaption></figure>")
-    for caption, df in tables or []:
-        parts.append(f"<h3>{html.escape(caption)}</h3>")
-        parts.append(df.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="–"))
     for heading, links in sections:
         parts.append(f"<h2>{html.escape(heading)}</h2><ul>")
         for label, target in links:
             rel = os.path.relpath(target, base)
             parts.append(f"<li><a href='{html.escape(rel)}'>{html.escape(label)}</a></li>")
         parts.append("</ul>")
+    for caption, df in tables or []:
+        parts.append(f"<h3>{html.escape(caption)}</h3>")
+        parts.append(df.head(max_table_rows).to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="–"))
+        if len(df) > max_table_rows:
+            parts.append(f"<p>… {len(df) - max_table_rows} more rows in the CSV.</p>")
+    if figures:
+        parts.append("<h2>Figures</h2>")
+    for caption, fig in figures or []:
+        rel = os.path.relpath(fig, base)
+        parts.append(f"<figure><img src='{html.escape(rel)}'><figcaption>{html.escape(caption)}</figcaption></figure>")
     parts.append("</body></html>")
     return atomic_write_text(path, "\n".join(parts))

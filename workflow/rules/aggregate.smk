@@ -1,8 +1,29 @@
-# Cross-experiment outputs: summary notebook and results/index.html.
+# Cross-experiment outputs: the summary notebook (verdicts, all figures) and results/index.html.
+
+
+def summary_reports():
+    """[section, label, metrics.json] of every report registered by the experiment rule files."""
+    return [[s, label, html.replace("report.html", "metrics.json")] for s, label, html in REPORTS]
+
+
+use rule _notebook as summary with:
+    input:
+        nb=notebook("summary"),
+        code=code(),
+        metrics=[r[2] for r in summary_reports()],
+    output:
+        metrics="results/summary/metrics.json",
+        html="results/summary/report.html",
+        claims="results/summary/claims.csv",
+    log:
+        notebook="results/summary/report.ipynb",
+    params:
+        nb={"reports": summary_reports(), "out_dir": "results/summary", "device": config["device"]},
 
 
 rule index:
     input:
+        summary="results/summary/claims.csv",
         reports=[r[2] for r in REPORTS],
         tables=[t[1] for t in TABLES],
     output:
