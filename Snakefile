@@ -8,6 +8,7 @@ configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/notebook.smk"
 include: "workflow/rules/toy.smk"
 include: "workflow/rules/lm.smk"
 include: "workflow/rules/vision.smk"

@@ -1,11 +1,6 @@
 # Cross-experiment outputs: the summary notebook (verdicts, all figures) and results/index.html.
 
 
-def summary_reports():
-    """[section, label, metrics.json] of every report registered by the experiment rule files."""
-    return [[s, label, html.replace("report.html", "metrics.json")] for s, label, html in REPORTS]
-
-
 use rule _notebook as summary with:
     input:
         nb=notebook("summary"),

@@ -43,13 +43,6 @@ REPORTS = []  # (section, label, html path)
 TABLES = []  # (caption, csv path)
 
 
-rule _notebook:
-    output:
-        metrics="{out}/metrics.json",
-        html="{out}/report.html",
-    log:
-        notebook="{out}/report.ipynb",
-    conda:
-        "../../environment.yml"
-    script:
-        "../scripts/run_notebook.py"
+def summary_reports():
+    """[section, label, metrics.json] of every report registered by the experiment rule files."""
+    return [[s, label, html.replace("report.html", "metrics.json")] for s, label, html in REPORTS]
