@@ -76,8 +76,6 @@ if section_enabled("lm"):
             nb=lm_summary_params,
         threads: 1
 
-    ruleorder: lm_sae > _notebook
-
     REPORTS.append(("Language model", "Training: calibration, Γ, loss curves (all layers, α)", "results/lm/train/report.html"))
     for _l in config["lm"]["layers"]:
         for _a in config["lm"]["alphas"]:
