@@ -104,6 +104,19 @@ def validate_config(config: dict, schema_dir: Path = SCHEMA_DIR) -> dict:
     return config
 
 
+def resolve_data_path(path: str | Path) -> Path:
+    """A relative data path as given when it exists from the cwd, else relative to the repository root.
+
+    Snakemake `--directory` runs start notebooks in another working directory; the embedded data stays in the
+    checkout's resources/.
+    """
+    path = Path(path)
+    if path.is_absolute() or path.exists():
+        return path
+    repo_path = SCHEMA_DIR.parent.parent / path
+    return repo_path if repo_path.exists() else path
+
+
 def load_config(path: str | Path, schema_dir: Path = SCHEMA_DIR) -> dict:
     """Read a YAML config file and validate it."""
     path = Path(path)

@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .config import resolve_data_path
+
 EMBEDDED_MODEL = "smollm2-135m"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PYTHIA_SHAPE = dict(
@@ -179,7 +181,7 @@ def read_austen(data_dir: str | Path = "resources/data/janeaustenr") -> dict[str
     """Jane Austen's six novels from janeaustenr's R lazy-load database, as {novel: text}."""
     import rdata
 
-    data_dir = Path(data_dir)
+    data_dir = resolve_data_path(data_dir)
     rdx, rdb = data_dir / "Rdata.rdx", data_dir / "Rdata.rdb"
     for p in (rdx, rdb):
         if not p.exists():

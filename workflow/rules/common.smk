@@ -7,7 +7,7 @@ from wsae_utils.config import validate_config
 validate_config(config)
 
 REPO = Path(workflow.basedir)
-CORE_MODULES = ["__init__", "sae", "train", "metrics", "results", "nbrun", "plots"]
+CORE_MODULES = ["__init__", "config", "sae", "train", "metrics", "results", "nbrun", "plots"]
 
 
 wildcard_constraints:
