@@ -24,6 +24,7 @@ digon row, 3/(2k) for a row of a regular k-gon (k ≥ 3). The practical proxy is
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -492,11 +493,23 @@ def _spec_errors(path: str, spec: dict[str, Any]) -> list[str]:
     return out
 
 
+def _notebook_defaults(unit: str) -> dict[str, Any]:
+    """Parameter defaults of notebooks/toy_<unit>.py: what a run uses for keys the config leaves out."""
+    from .nbrun import notebook_parameters
+
+    path = Path(__file__).resolve().parent.parent / "notebooks" / f"toy_{unit}.py"
+    return notebook_parameters(path) if path.exists() else {}
+
+
 def config_errors(section: dict[str, Any]) -> list[str]:
-    """Cross-key checks of the `toy` config section (schema checks types and ranges)."""
+    """Cross-key checks of the `toy` config section, on the parameters a run will really use.
+
+    Keys the config leaves out take the notebook's defaults, so e.g. `topk_k` is checked against the n_m of the
+    notebook's default W_p constructions too. The schema checks types and ranges.
+    """
     errors: list[str] = []
     for unit in ("theory", "sparsity", "ablation", "wsae"):
-        block = section.get(unit) or {}
+        block = {**_notebook_defaults(unit), **(section.get(unit) or {})}
         specs = block.get("wp_specs") or {}
         for name, spec in specs.items():
             errors += _spec_errors(f"{unit}.wp_specs.{name}", spec)
