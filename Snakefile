@@ -1,10 +1,16 @@
 # wsae: SAE vs weighted SAE (arXiv 2506.15963). Wiring only: rules live in workflow/rules/*.smk.
+from pathlib import Path
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The embedded default, unless --configfile names another: each config file is complete on its own (keys it
+# leaves out take the schema / notebook defaults, never the values of config.yaml).
+if not workflow.overwrite_configfiles:
+
+    configfile: Path(workflow.basedir) / "config" / "config.yaml"
 
 
 include: "workflow/rules/common.smk"

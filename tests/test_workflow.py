@@ -59,7 +59,7 @@ def test_missing_config_file(tmp_path):
 def smoke_run(tmp_path_factory):
     """A copy of the workflow sources, run end to end on the smoke config (resources/ linked, not copied)."""
     root = tmp_path_factory.mktemp("wf")
-    for name in ("Snakefile", "workflow", "config", "notebooks", "wsae_utils"):
+    for name in ("Snakefile", "workflow", "config", "notebooks", "wsae_utils", "environment.yml"):
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, root / name)
     (root / "resources").symlink_to(REPO / "resources")
