@@ -30,6 +30,17 @@ def section_enabled(section):
     return section in config and config[section].get("enabled", True)
 
 
+def gpu_jobs():
+    """GPU slots a notebook job takes: 1 when it will run on a GPU (device cuda, or auto with CUDA present)."""
+    if config["device"] == "cpu":
+        return 0
+    if config["device"] == "cuda":
+        return 1
+    import torch
+
+    return int(torch.cuda.is_available())
+
+
 def notebook_params(section, unit, out_dir, **extra):
     """Parameters for one notebook run: the config block of that unit plus output location and device."""
     params = dict(config[section].get(unit, {}))

@@ -23,7 +23,7 @@ if section_enabled("lm"):
         threads: 2
         resources:
             mem_mb=6000,
-            gpu=lm_gpu(),
+            gpu=gpu_jobs(),
 
     use rule _notebook as lm_sae with:
         input:
@@ -41,7 +41,7 @@ if section_enabled("lm"):
         threads: 1
         resources:
             mem_mb=4000,
-            gpu=lm_gpu(),
+            gpu=gpu_jobs(),
 
     rule lm_table:
         input:

@@ -15,11 +15,6 @@ def lm_sae_dirs():
     ]
 
 
-def lm_gpu():
-    """GPU resource for LM rules: 1 unless the config pins the CPU."""
-    return 0 if config["device"] == "cpu" else 1
-
-
 def lm_train_params(wildcards):
     return notebook_params(
         "lm",

@@ -21,7 +21,7 @@ if section_enabled("vision"):
         threads: 2
         resources:
             mem_mb=6000,
-            gpu=0 if config["device"] == "cpu" else 1,
+            gpu=gpu_jobs(),
 
     use rule _notebook as vision_sae with:
         input:
@@ -41,7 +41,7 @@ if section_enabled("vision"):
         threads: 2
         resources:
             mem_mb=6000,
-            gpu=0 if config["device"] == "cpu" else 1,
+            gpu=gpu_jobs(),
 
     rule vision_table:
         input:
