@@ -16,3 +16,16 @@ def test_environment_matches_pyproject():
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert set(pip) == declared
     assert "python>=3.11" in env["dependencies"] and project["requires-python"] == ">=3.11"
+
+
+def test_ruff_clean():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ruff = Path(sys.executable).parent / "ruff"
+    proc = subprocess.run(
+        [str(ruff), "check", "wsae_utils", "tests", "notebooks", "benchmarks", "workflow/scripts"],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
