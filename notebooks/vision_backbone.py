@@ -67,6 +67,7 @@ import seaborn as sns
 import torch
 import torch.nn.functional as F
 
+from wsae_utils import images as I
 from wsae_utils import vision as V
 from wsae_utils.metrics import semantic_consistency
 from wsae_utils.results import write_metrics, write_table
@@ -97,10 +98,10 @@ print(f"device {dev}, source {source}, backbone {backbone}, dataset {dataset}")
 # Train and held-out (test / val) images; a seeded class-balanced subset of `n_train` / `n_test` (0 = all).
 
 # %%
-train_ds = V.load_dataset(dataset, "train", data_root, class_list, load_size, seed=seed)
-test_ds = V.load_dataset(dataset, "test", data_root, class_list, load_size, seed=seed)
-train_idx = V.balanced_subset(train_ds.labels, n_train, seed)
-test_idx = V.balanced_subset(test_ds.labels, n_test, seed + 1)
+train_ds = I.load_dataset(dataset, "train", data_root, class_list, load_size, seed=seed)
+test_ds = I.load_dataset(dataset, "test", data_root, class_list, load_size, seed=seed)
+train_idx = I.balanced_subset(train_ds.labels, n_train, seed)
+test_idx = I.balanced_subset(test_ds.labels, n_test, seed + 1)
 y_train, y_test = train_ds.labels[train_idx], test_ds.labels[test_idx]
 n_classes = int(max(y_train.max(), y_test.max())) + 1
 print(f"train {len(train_idx)} / {len(train_ds)} images, test {len(test_idx)} / {len(test_ds)}, {n_classes} classes")
@@ -262,7 +263,7 @@ cons_df = pd.DataFrame({"dim": np.arange(len(cons_train)), "consistency": cons_t
                         "consistency_topm": cons_train_topm,
                         "active_frac": (x_train_clean > V.ACTIVE_THRESHOLD).float().mean(0).numpy()})
 write_table(cons_df, out / "consistency.csv")
-thumbs = V.thumbnails(torch.cat([b for b, _ in V.iterate_images(test_ds, test_idx, 512)]), thumb_size)
+thumbs = I.thumbnails(torch.cat([b for b, _ in I.iterate_images(test_ds, test_idx, 512)]), thumb_size)
 save_checkpoint({
     "x_train": x_train, "y_train": y_train_rows, "x_test": x_test, "y_test": y_test,
     "consistency_train": torch.tensor(cons_train), "consistency_train_topm": torch.tensor(cons_train_topm),

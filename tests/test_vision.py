@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from wsae_utils import images as I
 from wsae_utils import vision as V
 from wsae_utils.metrics import semantic_consistency
 
@@ -185,26 +186,26 @@ def test_idx_reader_hand_written(tmp_path):
     labels = np.array([7, 3], dtype=np.uint8)
     _write_idx(tmp_path / "train-images-idx3-ubyte.gz", images)
     _write_idx(tmp_path / "train-labels-idx1-ubyte.gz", labels)
-    got = V.read_idx(tmp_path / "train-images-idx3-ubyte.gz")
+    got = I.read_idx(tmp_path / "train-images-idx3-ubyte.gz")
     assert got.shape == (2, 3, 4) and np.array_equal(got, images)
     # images header is 16 bytes, labels header 8 bytes (the Fashion-MNIST offsets)
     raw = gzip.open(tmp_path / "train-labels-idx1-ubyte.gz").read()
     assert len(raw) == 8 + 2
     ints = np.array([[1, -2], [300, 4]], dtype=np.int32)
     _write_idx(tmp_path / "ints.gz", ints, code=0x0C)
-    assert np.array_equal(V.read_idx(tmp_path / "ints.gz"), ints)
-    x, y = V.load_fashion_mnist(tmp_path, "train")
+    assert np.array_equal(I.read_idx(tmp_path / "ints.gz"), ints)
+    x, y = I.load_fashion_mnist(tmp_path, "train")
     assert x.shape == (2, 1, 3, 4) and x.dtype == torch.uint8 and y.tolist() == [7, 3]
     (tmp_path / "bad.gz").write_bytes(gzip.compress(b"\x01\x02\x03\x04"))
     with pytest.raises(ValueError, match="IDX"):
-        V.read_idx(tmp_path / "bad.gz")
+        I.read_idx(tmp_path / "bad.gz")
     _write_idx(tmp_path / "short.gz", images)
     data = gzip.open(tmp_path / "short.gz").read()[:-3]
     (tmp_path / "short.gz").write_bytes(gzip.compress(data))
     with pytest.raises(ValueError, match="header says"):
-        V.read_idx(tmp_path / "short.gz")
+        I.read_idx(tmp_path / "short.gz")
     with pytest.raises(FileNotFoundError, match="make data"):
-        V.load_fashion_mnist(tmp_path / "missing", "train")
+        I.load_fashion_mnist(tmp_path / "missing", "train")
 
 
 def test_image_folder_and_class_list(tmp_path):
@@ -217,57 +218,57 @@ def test_image_folder_and_class_list(tmp_path):
             for i in range(2):
                 Image.new("RGB", (40 + i * 10, 30), color).save(d / f"{i}.png")
     (tmp_path / "classes.txt").write_text("n02 n01  # two classes\n")
-    ds = V.load_dataset("imagefolder", "train", str(tmp_path / "root"), str(tmp_path / "classes.txt"), image_size=16)
+    ds = I.load_dataset("imagefolder", "train", str(tmp_path / "root"), str(tmp_path / "classes.txt"), image_size=16)
     assert ds.classes == ["n01", "n02"] and len(ds) == 4  # sorted folder order, 'extra' left out
     img, lab = ds[3]
     assert img.shape == (3, 16, 16) and img.dtype == torch.uint8 and lab == 1
     assert img[2].float().mean() > 250 and img[0].float().mean() < 5  # blue
-    assert V.load_dataset("imagefolder", "test", str(tmp_path / "root"), "", image_size=8).classes == \
+    assert I.load_dataset("imagefolder", "test", str(tmp_path / "root"), "", image_size=8).classes == \
         ["extra", "n01", "n02"]
     (tmp_path / "missing.txt").write_text("n03\n")
     with pytest.raises(FileNotFoundError, match="no folder"):
-        V.load_dataset("imagefolder", "train", str(tmp_path / "root"), str(tmp_path / "missing.txt"))
+        I.load_dataset("imagefolder", "train", str(tmp_path / "root"), str(tmp_path / "missing.txt"))
 
 
 def test_imagenet100_list_shipped():
-    names = V.resolve_class_list("imagenet100")
+    names = I.resolve_class_list("imagenet100")
     assert len(names) == 100 and len(set(names)) == 100
     assert names[:5] == ["n02869837", "n01749939", "n02488291", "n02107142", "n13037406"]
     assert names[-1] == "n02090622"
-    assert V.resolve_class_list("") is None
+    assert I.resolve_class_list("") is None
 
 
 def test_balanced_subset():
     labels = torch.arange(10).repeat(20)
-    idx = V.balanced_subset(labels, 50, seed=0)
+    idx = I.balanced_subset(labels, 50, seed=0)
     assert idx.numel() == 50 and torch.bincount(labels[idx]).tolist() == [5] * 10
-    assert torch.equal(idx, V.balanced_subset(labels, 50, seed=0))
-    assert V.balanced_subset(labels, 0, 0).numel() == 200
+    assert torch.equal(idx, I.balanced_subset(labels, 50, seed=0))
+    assert I.balanced_subset(labels, 0, 0).numel() == 200
 
 
 # -- augmentations -------------------------------------------------------------------------------------
 def test_augment_seeded_and_valid():
     imgs = (torch.rand(6, 1, 28, 28) * 255).to(torch.uint8)
-    a = V.augment(imgs, 32, torch.Generator().manual_seed(3))
-    b = V.augment(imgs, 32, torch.Generator().manual_seed(3))
-    c = V.augment(imgs, 32, torch.Generator().manual_seed(4))
+    a = I.augment(imgs, 32, torch.Generator().manual_seed(3))
+    b = I.augment(imgs, 32, torch.Generator().manual_seed(3))
+    c = I.augment(imgs, 32, torch.Generator().manual_seed(4))
     assert a.shape == (6, 3, 32, 32) and torch.equal(a, b) and not torch.equal(a, c)
     assert a.min() >= 0 and a.max() <= 1
     # no augmentation at all: full crop without flip returns the (resized) image
-    none = V.AugmentConfig(crop_scale=(1.0, 1.0), flip_p=0.0, jitter_p=0.0, grayscale_p=0.0, blur_p=0.0)
+    none = I.AugmentConfig(crop_scale=(1.0, 1.0), flip_p=0.0, jitter_p=0.0, grayscale_p=0.0, blur_p=0.0)
     x = torch.rand(2, 3, 16, 16)
     g = torch.Generator().manual_seed(0)
     # aspect ratio is still drawn: compare the centre, where a ≤ 15 % aspect change cannot reach
-    out = V.augment(x, 16, g, none)
+    out = I.augment(x, 16, g, none)
     assert out.shape == x.shape
-    flip = V.AugmentConfig(crop_scale=(1.0, 1.0), flip_p=1.0, jitter_p=0.0, grayscale_p=0.0, blur_p=0.0)
-    out_f = V.augment(x, 16, torch.Generator().manual_seed(0), flip)
+    flip = I.AugmentConfig(crop_scale=(1.0, 1.0), flip_p=1.0, jitter_p=0.0, grayscale_p=0.0, blur_p=0.0)
+    out_f = I.augment(x, 16, torch.Generator().manual_seed(0), flip)
     assert torch.allclose(out_f, out.flip(-1), atol=1e-5)
 
 
 def test_gaussian_blur_preserves_constant_and_mean():
     x = torch.full((2, 3, 12, 12), 0.3)
-    assert torch.allclose(V._gaussian_blur(x, torch.tensor([0.5, 2.0])), x, atol=1e-6)
+    assert torch.allclose(I._gaussian_blur(x, torch.tensor([0.5, 2.0])), x, atol=1e-6)
 
 
 # -- weights, probe, effects ---------------------------------------------------------------------------
@@ -321,7 +322,7 @@ def test_projector_on_views_learns():
 def test_tiny_cpu_pretraining_runs_and_resumes(tmp_path):
     torch.manual_seed(0)
     imgs = (torch.rand(8, 1, 12, 12) * 255).to(torch.uint8)
-    ds = V.TensorImages(imgs, torch.arange(8) % 2)
+    ds = I.TensorImages(imgs, torch.arange(8) % 2)
     net, proj = V.ResNet18("cifar", num_classes=0), V.make_projector(512, 16, 8)
     before = net.conv1.weight.detach().clone()
     cfg = V.ContrastiveConfig(batch_size=4, lr=0.1, optimizer="lars", warmup_steps=1, seed=0)

@@ -8,7 +8,7 @@ if section_enabled("vision"):
     use rule _notebook as vision_backbone with:
         input:
             nb=notebook("vision_backbone"),
-            code=code("vision"),
+            code=code("vision", "images"),
         output:
             metrics="results/vision/backbone/metrics.json",
             html="results/vision/backbone/report.html",
@@ -26,7 +26,7 @@ if section_enabled("vision"):
     use rule _notebook as vision_sae with:
         input:
             nb=notebook("vision_sae"),
-            code=code("vision"),
+            code=code("vision", "images"),
             features="results/vision/backbone/features.pt",
         output:
             metrics="results/vision/sae/metrics.json",
