@@ -104,7 +104,8 @@ t_calib = time.time() - t0
 rows = []
 for l in layers:
     var = stats[l]["var"]
-    g2 = var.pow(2) / var.pow(2).sum()  # γ² share per dim at α = 1 (Γ inside the norm)
+    w = var.pow(2) if gamma_inside_norm else var  # weight on the squared error per dim at α = 1
+    g2 = w / w.sum()
     rows.append({"layer": l, "calib_tokens": int(stats[l]["n_tokens"]), "var_mean": float(var.mean()),
                  "var_max_over_median": float(var.max() / var.median()),
                  "top1_var_share": float(var.max() / var.sum()),

@@ -84,8 +84,7 @@ def test_stream_runs_lm_once_per_batch_for_all_layers(tiny_llama):
         h.remove()
     assert sorted(b) == [0, 2] and b[0].shape == (16, 32)
     assert len(calls) == 2  # chunk = 2 LM batches of 2 contexts, each one forward for both layers
-    # rows of a batch come from several contexts (shuffled), not one sequence
-    assert stream.per_chunk == 4 * 8 // 16
+    assert stream.per_chunk == 4 * 8 // 16  # a chunk of 4 contexts × 8 tokens serves 2 batches of 16 rows
 
 
 def test_layer_beyond_model_and_nan_activations(tiny_llama):
@@ -149,6 +148,49 @@ def test_evaluate_perfect_sae(tiny_llama):
     assert ev.l0 == pytest.approx(d) and ev.n_tokens == 4 * 7 and ev.dead_window_tokens == 28
     assert ev.ce_zero > ev.ce_clean
     assert len(ev.examples) == 3
+
+
+def test_evaluate_imperfect_sae_matches_independent_ce_and_kl(tiny_llama):
+    """x̂ = 0.5·x: CE recovered and KL(clean‖sae) against a separate hook + F.cross_entropy / F.kl_div."""
+    import torch.nn.functional as F
+
+    d, layer = 32, 1
+    sae = SparseAutoencoder(SAEConfig(d_in=d, n_latents=2 * d, activation="topk", k=d, bias=False))
+    eye = torch.eye(d)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.cat([eye, -eye]))
+        sae.W_dec.copy_(torch.cat([eye, -eye]) * 0.5)
+    tokens = torch.randint(1, 300, (4, 8), generator=torch.Generator().manual_seed(5))
+    ev = L.evaluate_sae(tiny_llama, sae, layer, tokens, batch_contexts=4, n_sample_latents=2, progress=False)
+
+    def logits_with(scale):
+        def hook(_m, _i, out):
+            h = out[0] if isinstance(out, tuple) else out
+            h = torch.cat([h[:, :1], scale * h[:, 1:]], 1)
+            return (h, *out[1:]) if isinstance(out, tuple) else h
+
+        handle = tiny_llama.blocks[layer].register_forward_hook(hook) if scale != 1 else None
+        try:
+            with torch.no_grad():
+                return tiny_llama.model(input_ids=tokens, use_cache=False).logits.float()[:, 1:-1]
+        finally:
+            if handle is not None:
+                handle.remove()
+
+    target = tokens[:, 2:].reshape(-1)
+    clean, half, zero = (lg.reshape(-1, lg.shape[-1]) for lg in map(logits_with, (1.0, 0.5, 0.0)))
+    ce = {k: float(F.cross_entropy(v, target)) for k, v in (("clean", clean), ("sae", half), ("zero", zero))}
+    kl = float(F.kl_div(half.log_softmax(-1), clean.log_softmax(-1), log_target=True, reduction="sum")) / len(target)
+    assert ev.ce_clean == pytest.approx(ce["clean"], rel=1e-4) and ev.ce_sae == pytest.approx(ce["sae"], rel=1e-4)
+    assert ev.ce_recovered == pytest.approx((ce["zero"] - ce["sae"]) / (ce["zero"] - ce["clean"]), rel=1e-4)
+    assert ev.kl == pytest.approx(kl, rel=1e-3) and ev.kl > 0
+    assert ev.fvu == pytest.approx(_fvu_half(tiny_llama, tokens, layer), rel=1e-4)
+
+
+def _fvu_half(lm, tokens, layer):
+    """FVU of x̂ = 0.5·x on the non-BOS positions, computed directly."""
+    x = L.layer_activations(lm, tokens, [layer])[layer][:, 1:].reshape(-1, 32).double()
+    return float((0.5 * x).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
 
 
 def test_fvu_and_gamma_identities():

@@ -443,8 +443,9 @@ def train_lm_saes(
             trainers[key] = SAETrainer(sae, tcfg, gammas[key])
     start = 0
     # A checkpoint of another configuration (changed config, same output folder) is ignored, never half-used.
+    calib = [(int(stats[l]["n_tokens"]), float(stats[l]["var"].double().sum())) for l in sorted(stats)]
     fingerprint = repr((lm.name, sorted(trainers), sae_kwargs, train_cfg.to_dict(), gamma_normalize,
-                        tuple(tokens.shape), batch_contexts, shuffle_batches))
+                        tuple(tokens.shape), batch_contexts, shuffle_batches, calib))
     ckpt = load_checkpoint(checkpoint_path) if checkpoint_path is not None else None
     if ckpt is not None and ckpt.get("fingerprint") != fingerprint:
         warnings.warn(f"checkpoint {checkpoint_path} is from another configuration: starting afresh", stacklevel=2)

@@ -243,10 +243,11 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.2, non_neg: str = "re
 # Optimisation (LARS + warm-up cosine, as solo-learn) and projector / backbone training
 # =====================================================================================================
 class LARS(torch.optim.Optimizer):
-    """SGD with momentum and layer-wise trust ratio η‖w‖/‖g + wd·w‖ (clipped at 1 with `clip_lr`).
+    """SGD with momentum and solo-learn's layer-wise trust ratio (the optimiser NCL was trained with).
 
-    Parameter groups with `exclude=True` (biases, BatchNorm) get neither weight decay nor the trust ratio,
-    as solo-learn's `exclude_bias_n_norm` does.
+    For a non-excluded parameter: r = η‖w‖ / (‖g‖ + wd·‖w‖), with `clip_lr` r ← min(r / lr, 1), and the update
+    direction is (g + wd·w)·r. Parameter groups with `exclude=True` (biases, BatchNorm) get neither weight decay
+    nor the trust ratio, as solo-learn's `exclude_bias_n_norm` does.
     """
 
     def __init__(self, params: Any, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
@@ -262,14 +263,13 @@ class LARS(torch.optim.Optimizer):
                     continue
                 d = p.grad
                 if not group["exclude"]:
-                    if group["weight_decay"]:
-                        d = d.add(p, alpha=group["weight_decay"])
-                    pn, dn = p.norm(), d.norm()
-                    if pn > 0 and dn > 0:
-                        ratio = group["eta"] * pn / dn
+                    wd = group["weight_decay"]
+                    pn, gn = p.norm(), p.grad.norm()
+                    if pn > 0 and gn > 0:
+                        ratio = group["eta"] * pn / (gn + wd * pn + 1e-8)
                         if group["clip_lr"]:
-                            ratio = ratio.clamp(max=1.0)
-                        d = d * ratio
+                            ratio = (ratio / group["lr"]).clamp(max=1.0)
+                        d = d.add(p, alpha=wd) * ratio
                 buf = self.state[p].get("momentum_buffer")
                 if buf is None:
                     buf = self.state[p]["momentum_buffer"] = d.clone()
