@@ -33,7 +33,6 @@ probe_tau = 0.01
 cos_threshold = 0.99
 
 # %%
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -43,13 +42,9 @@ from tqdm.auto import tqdm
 
 from wsae_utils import toy
 from wsae_utils.results import write_metrics, write_table
-from wsae_utils.train import resolve_device, seed_everything
+from wsae_utils.train import start_run
 
-torch.set_num_threads(num_threads)
-seed_everything(seed)
-dev = resolve_device(device)
-out = Path(out_dir)
-(out / "figures").mkdir(parents=True, exist_ok=True)
+out, dev = start_run(out_dir, seed, device, num_threads)
 assert set(wp_names) <= set(wp_specs), f"wp_names {wp_names} must be keys of wp_specs"
 assert 1.0 in latent_ratios, "latent_ratios must contain 1.0 (n_m = n, the identifiable case)"
 settings = {k: globals()[k] for k in (

@@ -42,7 +42,6 @@ cos_threshold = 0.99
 marked_decrease = 0.5
 
 # %%
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -52,13 +51,9 @@ from tqdm.auto import tqdm
 
 from wsae_utils import toy
 from wsae_utils.results import write_metrics, write_table
-from wsae_utils.train import resolve_device, seed_everything
+from wsae_utils.train import start_run
 
-torch.set_num_threads(num_threads)
-seed_everything(seed)
-dev = resolve_device(device)
-out = Path(out_dir)
-(out / "figures").mkdir(parents=True, exist_ok=True)
+out, dev = start_run(out_dir, seed, device, num_threads)
 assert set(wp_names) <= set(wp_specs), f"wp_names {wp_names} must be keys of wp_specs"
 settings = {k: globals()[k] for k in (
     "seed", "wp_specs", "wp_names", "sparsities", "activations", "topk_k", "latent_ratio", "steps",

@@ -38,7 +38,6 @@ shrink_samples = 20000
 closed_form_tolerance = 0.02
 
 # %%
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -49,13 +48,9 @@ from tqdm.auto import tqdm
 
 from wsae_utils import toy
 from wsae_utils.results import write_metrics, write_table
-from wsae_utils.train import resolve_device, seed_everything
+from wsae_utils.train import start_run
 
-torch.set_num_threads(num_threads)
-seed_everything(seed)
-dev = resolve_device(device)
-out = Path(out_dir)
-(out / "figures").mkdir(parents=True, exist_ok=True)
+out, dev = start_run(out_dir, seed, device, num_threads)
 settings = {k: v for k, v in dict(globals()).items() if k in {
     "seed", "identity_cases", "identity_samples", "identity_sparsity_max", "wp_specs", "train_sparsities",
     "steps", "batch_size", "lr", "pool_rows", "eval_samples", "max_interferers", "shrink_sparsities",

@@ -42,7 +42,6 @@ pool_rows = 32768
 eval_samples = 8192
 
 # %%
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -54,13 +53,9 @@ from tqdm.auto import tqdm
 from wsae_utils import toy
 from wsae_utils.results import write_metrics, write_table
 from wsae_utils.sae import make_gamma
-from wsae_utils.train import resolve_device, seed_everything
+from wsae_utils.train import start_run
 
-torch.set_num_threads(num_threads)
-seed_everything(seeds[0])
-dev = resolve_device(device)
-out = Path(out_dir)
-(out / "figures").mkdir(parents=True, exist_ok=True)
+out, dev = start_run(out_dir, seeds[0], device, num_threads)
 assert set(train_wp) <= set(wp_specs), f"train_wp {train_wp} must be keys of wp_specs"
 assert 0.0 in alphas, "alphas must contain 0 (the plain SAE baseline)"
 settings = {k: globals()[k] for k in (

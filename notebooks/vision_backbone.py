@@ -58,7 +58,6 @@ thumb_size = 32
 
 # %%
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -71,13 +70,9 @@ from wsae_utils import images as I
 from wsae_utils import vision as V
 from wsae_utils.metrics import semantic_consistency
 from wsae_utils.results import write_metrics, write_table
-from wsae_utils.train import resolve_device, save_checkpoint, seed_everything
+from wsae_utils.train import save_checkpoint, start_run
 
-torch.set_num_threads(num_threads)
-seed_everything(seed)
-dev = resolve_device(device)
-out = Path(out_dir)
-(out / "figures").mkdir(parents=True, exist_ok=True)
+out, dev = start_run(out_dir, seed, device, num_threads)
 assert source in ("frozen", "pretrain", "checkpoint"), source
 assert sae_input in ("projector", "backbone"), sae_input
 assert "ncl" in methods and set(methods) <= {"ncl", "cl"}, methods

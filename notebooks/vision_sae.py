@@ -56,13 +56,9 @@ from wsae_utils import metrics as M
 from wsae_utils import vision as V
 from wsae_utils.results import write_metrics, write_table
 from wsae_utils.sae import SAEConfig, SparseAutoencoder
-from wsae_utils.train import SAETrainer, TrainConfig, batch_generator, resolve_device, seed_everything
+from wsae_utils.train import SAETrainer, TrainConfig, batch_generator, start_run
 
-torch.set_num_threads(num_threads)
-seed_everything(seeds[0])
-dev = resolve_device(device)
-out = Path(out_dir)
-(out / "figures").mkdir(parents=True, exist_ok=True)
+out, dev = start_run(out_dir, seeds[0], device, num_threads)
 alphas = [float(a) for a in alphas]
 assert 0.0 in alphas, "α = 0 (the plain SAE) is the baseline of the paired effect"
 assert len(seeds) >= 2, "need >= 2 seeds for a confidence interval"

@@ -91,6 +91,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def start_run(out_dir: str | Path, seed: int, device: str = "auto", num_threads: int | None = None
+              ) -> tuple[Path, torch.device]:
+    """Notebook run set-up: torch threads, seeds, device, and `{out_dir}/figures/`; returns (out_dir, device)."""
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    seed_everything(seed)
+    out = Path(out_dir)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    return out, resolve_device(device)
+
+
 class SAETrainer:
     """One SAE, its Adam state, its Γ and its dead-latent counters; call `step(batch)` per batch."""
 
