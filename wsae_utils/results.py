@@ -138,3 +138,38 @@ def write_index_html(
         parts.append(f"<figure><img src='{html.escape(rel)}'><figcaption>{html.escape(caption)}</figcaption></figure>")
     parts.append("</body></html>")
     return atomic_write_text(path, "\n".join(parts))
+
+
+# The paper's claims, one row each in the summary's claims table. A notebook that tests one writes a `claims`
+# list into its metrics.json (see `claim`); the summary joins them by id.
+CLAIMS: dict[str, str] = {
+    "toy-theory": "Closed-form optimum W_m = W_pᵀ, shrinking/vanishing (Example 1), loss-gap identities (Thm 1-3)",
+    "toy-fig2": "Features per latent fall, and recovery rises, as sparsity S → 1 (Fig. 2)",
+    "toy-conditions": "Full recovery needs extreme sparsity, a sparse activation and n_m ≥ n",
+    "toy-wsae": "The weighted SAE lowers the ground-truth loss L_GT in the toy model",
+    "lm-fidelity": "WSAE keeps reconstruction comparable on an LM residual stream (FVU, CE recovered)",
+    "lm-table1": "WSAE latents are more interpretable (auto-interp, Table 1: 76.4 → 80.2 % at α = 1)",
+    "vision-ncl": "NCL features are more semantically consistent than CL features",
+    "vision-wsae": "WSAE raises the semantic consistency of SAE latents on NCL features",
+}
+VERDICTS = ("reproduced", "not reproduced", "not decidable here")
+
+
+def claim(claim_id: str, test: str, numbers: str, verdict: str, why: str = "") -> dict[str, str]:
+    """One claims-table row: the test applied, the numbers (seeds, CIs), the verdict and why."""
+    if claim_id not in CLAIMS:
+        raise ValueError(f"claim id {claim_id!r} is not one of {sorted(CLAIMS)}")
+    if verdict not in VERDICTS:
+        raise ValueError(f"verdict {verdict!r} is not one of {VERDICTS}")
+    return {"id": claim_id, "claim": CLAIMS[claim_id], "test": test, "numbers": numbers, "verdict": verdict, "why": why}
+
+
+def conclusion_markdown(claims: list[dict[str, str]]) -> str:
+    """The closing cell of a report: per claim, the claim, the test, the numbers and the verdict."""
+    parts = ["## Conclusion"]
+    for c in claims:
+        parts.append(
+            f"**{c['claim']}** — **{c['verdict']}**.\n\n"
+            f"- *Test:* {c['test']}\n- *Numbers:* {c['numbers']}" + (f"\n- *Why:* {c['why']}" if c["why"] else "")
+        )
+    return "\n\n".join(parts)
