@@ -6,8 +6,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
+report: "workflow/report/workflow.rst"
+
+
 # The embedded default, unless --configfile names another: each config file is complete on its own (keys it
-# leaves out take the schema / notebook defaults, never the values of config.yaml).
+# leaves out take the notebooks' defaults, never the values of config.yaml).
 if not workflow.overwrite_configfiles:
 
     configfile: Path(workflow.basedir) / "config" / "config.yaml"

@@ -1,72 +1,62 @@
 # %% [markdown]
 # # Summary: which claims of the paper reproduced?
 #
-# Collects the `claim_reproduced` verdict and the provenance of every report of this run (toy model, language
-# model, vision), and shows each report's figures. Each verdict is computed inside its own notebook from measured
-# numbers (never typed in); `null` means the notebook measured what it could but the claim needs something this run
-# does not have (e.g. an LLM judge for auto-interpretability). Open the linked report for the numbers behind a verdict.
+# One row per claim of the paper (arXiv 2506.15963). Each verdict is computed inside the notebook that tests the
+# claim, from measured numbers (never typed in), together with the test it applied, the numbers with their seeds and
+# confidence intervals, and why. This page only collects them; follow the link in each row for the evidence.
+# "not decidable here" means the claim needs something this run does not have (for example an LLM judge for
+# auto-interpretability); "not run" means no notebook of this run tested the claim (its section is switched off).
 
 # %% tags=["parameters"]
-reports = []  # [section, label, metrics.json path] per report
+reports = []  # [section, label, metrics.json path] per report of this run
 out_dir = "results/summary"
-device = "auto"
+device = "cpu"
 
 # %%
+import os
 from pathlib import Path
 
 import pandas as pd
-from IPython.display import Image, Markdown, display
+from IPython.display import HTML, Markdown, display
 
-from wsae_utils.results import read_metrics, write_metrics, write_table
+from wsae_utils.results import CLAIMS, claims_table, read_metrics, write_metrics, write_table
 
-rows = []
+out = Path(out_dir)
+out.mkdir(parents=True, exist_ok=True)
+found = []
 for section, label, path in reports:
-    m = read_metrics(path)
-    prov = m.get("provenance", {})
-    rows.append(
-        {
-            "section": section,
-            "report": label,
-            "claim_reproduced": m.get("claim_reproduced"),
-            "git_commit": prov.get("git_commit"),
-            "metrics": path,
-        }
-    )
-claims = pd.DataFrame(rows, columns=["section", "report", "claim_reproduced", "git_commit", "metrics"])
-Path(out_dir).mkdir(parents=True, exist_ok=True)
-write_table(claims, Path(out_dir) / "claims.csv")
-
-
-def verdict(v):
-    """Readable verdict for a claim_reproduced value."""
-    return {True: "reproduced", False: "NOT reproduced"}.get(v, "not decidable here")
-
-
-claims["verdict"] = claims["claim_reproduced"].map(verdict)
-display(claims[["section", "report", "verdict"]])
+    for c in read_metrics(path).get("claims", []):
+        report = str(Path(path).with_name("report.html"))
+        found.append({**c, "report": os.path.relpath(report, out), "report_label": f"{section}: {label}"})
+claims = claims_table(found)
+write_table(claims, out / "claims.csv")
 
 # %% [markdown]
-# ## Figures of every report
-# The figures below are the ones each notebook saved under its `figures/` folder; the reports explain them.
+# ## Claims table
 
 # %%
-for section, label, path in reports:
-    figs = sorted((Path(path).parent / "figures").glob("*.png"))
-    if figs:
-        display(Markdown(f"### {section}: {label}"))
-        for fig in figs:
-            display(Image(filename=str(fig), width=720))
+def _link(row: pd.Series) -> str:
+    links = [f"<a href='{r}'>{lab}</a>" for r, lab in zip(row["report"].split(" | "), row["report_label"].split(" | "),
+                                                           strict=False) if r]
+    return "<br>".join(links)
+
+
+view = claims.assign(evidence=claims.apply(_link, axis=1))[["claim", "verdict", "test", "numbers", "why", "evidence"]]
+display(HTML(view.to_html(index=False, escape=False, na_rep="")))
 
 # %%
 counts = claims["verdict"].value_counts().to_dict()
 write_metrics(
-    Path(out_dir) / "metrics.json",
+    out / "metrics.json",
     {
-        "n_reports": len(claims),
+        "n_claims": len(CLAIMS),
         "n_reproduced": int(counts.get("reproduced", 0)),
-        "n_not_reproduced": int(counts.get("NOT reproduced", 0)),
+        "n_not_reproduced": int(counts.get("not reproduced", 0)),
         "n_undecidable": int(counts.get("not decidable here", 0)),
+        "n_not_run": int(counts.get("not run", 0)),
     },
     reports=reports,
 )
-print(counts)
+summary = ", ".join(f"{n} {v}" for v, n in counts.items())
+display(Markdown(f"## Conclusion\n\nOf the paper's {len(CLAIMS)} claims checked here: {summary}. "
+                 "Each row above links to the report holding its numbers."))

@@ -1,17 +1,34 @@
+"""Config resolution and validation: one home per default, checks on resolved values, bad input named."""
+
 import copy
+from pathlib import Path
 
 import pytest
 import yaml
 
-from wsae_utils.config import ConfigError, load_config, validate_config
+from wsae_utils.config import (
+    NOTEBOOK_DIR,
+    SCHEMA_DIR,
+    SECTIONS,
+    WORKFLOW_KEYS,
+    ConfigError,
+    load_config,
+    load_schema,
+    notebook_defaults,
+    resolve_config,
+    section_units,
+    value_tag,
+)
+
+CONFIGS = ["config", "smoke", "paper"]
 
 
-def _default():
-    with open("config/config.yaml") as f:
+def _raw(name="config"):
+    with open(f"config/{name}.yaml") as f:
         return yaml.safe_load(f)
 
 
-@pytest.mark.parametrize("name", ["config", "smoke", "paper"])
+@pytest.mark.parametrize("name", CONFIGS)
 def test_shipped_configs_validate(name):
     load_config(f"config/{name}.yaml")
 
@@ -21,46 +38,167 @@ def test_missing_file():
         load_config("config/nope.yaml")
 
 
-def test_unknown_top_level_key_named():
-    cfg = _default()
-    cfg["devise"] = "cpu"
-    with pytest.raises(ConfigError, match="devise"):
-        validate_config(cfg)
+def _walk(node, path=()):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield path + (k,), k, v
+            yield from _walk(v, path + (k,))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _walk(v, path + (i,))
 
 
-def test_bad_enum_names_key_value_and_allowed():
-    cfg = _default()
-    cfg["device"] = "tpu"
-    with pytest.raises(ConfigError, match=r"device = 'tpu': must be one of \['auto', 'cpu', 'cuda'\]"):
-        validate_config(cfg)
+@pytest.mark.parametrize("schema", sorted(p.name for p in SCHEMA_DIR.glob("*.schema.yaml")))
+def test_schemas_carry_no_defaults(schema):
+    found = [".".join(map(str, p)) for p, k, _ in _walk(yaml.safe_load((SCHEMA_DIR / schema).read_text()))
+             if k == "default"]
+    assert not found, f"{schema} holds defaults at {found}: defaults live in the notebooks' parameters cells"
 
 
-def test_defaults_filled():
-    cfg = {"toy": {"enabled": False}, "lm": {"enabled": False}, "vision": {"enabled": False}}
-    out = validate_config(copy.deepcopy(cfg))
-    assert out["device"] == "auto"
+def test_every_notebook_parameter_has_a_schema_entry():
+    checked = 0
+    for section in SECTIONS:
+        if not (SCHEMA_DIR / f"{section}.schema.yaml").is_file():
+            continue
+        schema = load_schema(section)
+        for unit in section_units(section, schema):
+            props = schema["properties"][unit].get("properties", {})
+            for name in notebook_defaults(NOTEBOOK_DIR / f"{section}_{unit}.py"):
+                assert name in props or name in schema["properties"] or name in WORKFLOW_KEYS, (
+                    f"notebooks/{section}_{unit}.py parameter {name!r} has no entry in {section}.schema.yaml")
+                entry = props.get(name) or schema["properties"].get(name) or {}
+                if entry:
+                    assert entry.get("description") or "$ref" in entry, f"{section}.{unit}.{name}: needs a description"
+                checked += 1
+    assert checked > 20
 
 
-def _wp(n_p):
-    return {"construction": "constructed", "n": 34, "n_p": n_p, "n_mono": 5, "n_digons": 13}
+@pytest.mark.parametrize("name", CONFIGS)
+def test_resolved_values_are_notebook_defaults_unless_the_config_sets_them(name):
+    raw, resolved = _raw(name), load_config(f"config/{name}.yaml")
+    seen = 0
+    for section in SECTIONS:
+        if section not in raw:
+            continue
+        schema = load_schema(section)
+        block = raw[section] or {}
+        units = section_units(section, schema)
+        shared = set(schema["properties"]) - set(units) - {"enabled"}
+        for unit in units:
+            defaults = notebook_defaults(NOTEBOOK_DIR / f"{section}_{unit}.py")
+            for key, default in defaults.items():
+                if key in (block.get(unit) or {}):
+                    expected = block[unit][key]
+                elif key in block and key in shared:
+                    expected = block[key]  # a section-wide key (e.g. lm.layers) given once for all notebooks
+                else:
+                    expected = default
+                assert resolved[section][unit][key] == expected, f"{name}: {section}.{unit}.{key}"
+                seen += 1
+    assert seen > 20
+
+
+def test_cross_key_checks_see_notebook_defaults(tmp_path):
+    """A config that omits k is checked against the notebook's k, and the message names that value."""
+    nb = tmp_path / "notebooks"
+    nb.mkdir()
+    (nb / "demo_sae.py").write_text('# %% tags=["parameters"]\nk = 8\nn_latents = 64\nout_dir = "x"\n')
+    schemas = tmp_path / "schemas"
+    schemas.mkdir()
+    (schemas / "config.schema.yaml").write_text((SCHEMA_DIR / "config.schema.yaml").read_text())
+    from wsae_utils.config import resolve_section
+
+    schema = {"type": "object", "properties": {"sae": {"type": "object", "properties": {
+        "k": {"type": "integer", "description": "k"}, "n_latents": {"type": "integer", "description": "n"},
+        "out_dir": {"type": "string", "readOnly": True, "description": "o"}}}}}
+    out = resolve_section("demo", {"sae": {"n_latents": 12}}, schema, nb)
+    assert out["sae"] == {"k": 8, "n_latents": 12, "out_dir": "x"}
+
+
+def test_vision_k_default_is_the_notebooks():
+    cfg = _raw()
+    cfg["vision"]["sae"].pop("k", None)
+    k = notebook_defaults(NOTEBOOK_DIR / "vision_sae.py")["k"]
+    cfg["vision"]["sae"]["n_latents"] = k - 1
+    with pytest.raises(ConfigError, match=rf"vision.sae.k = {k}: must be <= n_latents \({k - 1}\)"):
+        resolve_config(cfg)
+
+
+def _first_unit(cfg, section):
+    schema = load_schema(section)
+    return section_units(section, schema)[0]
 
 
 @pytest.mark.parametrize(
     "edit,message",
     [
-        (lambda c: c["toy"]["sparsity"]["sparsities"].append(1.5), r"toy.sparsity.sparsities\[7\] = 1.5: must be < 1"),
-        (lambda c: c["toy"]["sparsity"].update(topk_k=500), r"toy.sparsity.topk_k = 500: must be <= n_m"),
-        (lambda c: c["toy"]["ablation"]["activations"].append("gelu"), r"= 'gelu': must be one of"),
-        (lambda c: c["toy"]["theory"].update(wp_specs={"exact": _wp(0)}), r"wp_specs.exact.n_p = 0: must be >= 1"),
-        (lambda c: c["toy"]["wsae"]["alphas"].append(-1.0), r"toy.wsae.alphas\[3\] = -1.0: must be >= 0"),
-        (lambda c: c["lm"]["alphas"].append(-0.5), r"lm.alphas\[3\] = -0.5: must be >= 0"),
-        (lambda c: c["lm"]["train"].update(k=5000), r"lm.train.k = 5000: must be <="),
-        (lambda c: c["lm"]["layers"].append(99), r"lm.layers"),
+        (lambda c: c.update(device="tpu"), r"device = 'tpu': must be one of \['auto', 'cpu', 'cuda'\]"),
+        (lambda c: c.update(devise="cpu"), r"devise: unknown key"),
+        (lambda c: c["toy"]["sparsity"].update(sparsities=[0.5, 1.5]), r"toy.sparsity.sparsities\[1\] = 1.5"),
+        (lambda c: c["toy"]["wsae"].update(alphas=[0.5, 1.0]), r"toy.wsae.alphas = \[0.5, 1.0\]: must contain 0.0"),
+        (lambda c: c["toy"]["wsae"].update(alphas=[0.0, -1.0]), r"toy.wsae.alphas\[1\] = -1.0: must be >= 0"),
         (lambda c: c["toy"]["theory"].update(stepz=3), r"toy.theory.stepz: unknown key"),
+        (lambda c: c["toy"]["theory"].update(steps=5.0), r"toy.theory.steps = 5.0: must be of type"),
+        (lambda c: c["toy"]["theory"].update(lr=float("nan")), r"toy.theory.lr = nan: must be a finite number"),
+        (lambda c: c["toy"]["theory"].update(lr=float("inf")), r"toy.theory.lr = inf: must be a finite number"),
+        (lambda c: c["toy"]["theory"].update(num_threads=4), r"toy.theory.num_threads: set by the workflow"),
+        (lambda c: c["toy"]["theory"].update(out_dir="x"), r"toy.theory.out_dir: set by the workflow"),
+        (lambda c: c["lm"].update(alphas=[0, 0.5, 0.5000000000001]), r"lm.alphas = .*share one output folder tag"),
+        (lambda c: c["lm"].update(alphas=[0.5, 1.0]), r"lm.alphas = \[0.5, 1.0\]: must contain 0.0"),
+        (lambda c: c["lm"].update(layers=[4, 99]), r"lm.layers = \[4, 99\]: .* has layers 0\.\."),
+        (lambda c: c["vision"]["sae"].update(alphas=[1.0]), r"vision.sae.alphas = \[1.0\]: must contain 0.0"),
+        (lambda c: c["vision"]["sae"].update(seeds=[0]), r"vision.sae.seeds = \[0\]: need >= 2 seeds"),
     ],
 )
 def test_invalid_values_name_key_value_and_allowed(edit, message):
-    cfg = _default()
+    cfg = _raw()
     edit(cfg)
     with pytest.raises(ConfigError, match=message):
-        validate_config(cfg)
+        resolve_config(cfg)
+
+
+def test_tiny_alpha_gets_its_own_tag():
+    cfg = _raw()
+    cfg["lm"]["alphas"] = [0, 1e-5]
+    out = resolve_config(cfg)
+    assert [value_tag(a) for a in out["lm"]["alphas"]] == ["0", "1e-05"]
+
+
+def test_cuda_requested_without_cuda_is_refused():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    cfg = _raw()
+    cfg["device"] = "cuda"
+    with pytest.raises(ConfigError, match="device = 'cuda': this machine has no CUDA device"):
+        resolve_config(cfg)
+
+
+def test_missing_input_paths_are_refused():
+    """Every schema entry marked x-existing-path is checked; a missing one names key and value."""
+    cfg = _raw()
+    marked = []
+    for section in SECTIONS:
+        if section not in cfg or not (SCHEMA_DIR / f"{section}.schema.yaml").is_file():
+            continue
+        schema = load_schema(section)
+        for unit in section_units(section, schema):
+            for name, sub in schema["properties"][unit].get("properties", {}).items():
+                if sub.get("x-existing-path"):
+                    marked.append((section, unit, name))
+    assert marked, "no schema marks its input paths with x-existing-path"
+    for section, unit, name in marked:
+        bad = copy.deepcopy(cfg)
+        bad[section].setdefault(unit, {})[name] = "/nonexistent/wsae/input"
+        with pytest.raises(ConfigError, match=rf"{section}.{unit}.{name} = '/nonexistent/wsae/input': no such"):
+            resolve_config(bad)
+
+
+def test_disabled_sections_resolve():
+    out = resolve_config({"toy": {"enabled": False}, "lm": {"enabled": False}, "vision": {"enabled": False}})
+    assert out["device"] == "auto" and not out["toy"]["enabled"]
+
+
+def test_schema_dir_ships_in_package():
+    assert Path(SCHEMA_DIR).parent.name == "wsae_utils"

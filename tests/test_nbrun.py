@@ -3,7 +3,7 @@ import json
 import nbformat
 import pytest
 
-from wsae_utils.nbrun import execute_notebook, notebook_parameters
+from wsae_utils.nbrun import NotebookError, execute_notebook, notebook_parameters
 
 NB = '''# %% [markdown]
 # # tiny
@@ -14,9 +14,15 @@ name = "a"
 out_dir = "results/dev/tiny"
 
 # %%
-import json, pathlib
+import json, pathlib, sys, warnings
+from wsae_utils.runlog import progress
 pathlib.Path(out_dir).mkdir(parents=True, exist_ok=True)
 assert isinstance(lr, float)
+for _ in progress(range(3), desc="st" + "eps-bar"):
+    pass
+print("shown in" + " the report")
+print("noise for" + " the log", file=sys.stderr)
+warnings.warn("a library" + " warning")
 if name == "boom":
     raise RuntimeError("boom requested")
 pathlib.Path(out_dir, "metrics.json").write_text(json.dumps({"lr": lr, "name": name}))
@@ -44,10 +50,28 @@ def test_unknown_parameter_refused_before_running(source, tmp_path):
     assert not (tmp_path / "x.ipynb").exists()
 
 
-def test_failed_notebook_keeps_executed_ipynb(source, tmp_path):
-    from papermill.exceptions import PapermillExecutionError
+def test_progress_and_stderr_go_to_the_log_not_the_report(source, tmp_path):
+    out = tmp_path / "run"
+    execute_notebook(source, out / "report.ipynb", {"out_dir": str(out)}, out / "report.html", log_path=out / "run.log")
+    report = (out / "report.html").read_text()
+    nb = json.dumps(nbformat.read(out / "report.ipynb", as_version=4).cells)
+    for text in (report, nb):
+        assert "shown in the report" in text
+        assert "noise for the log" not in text and "steps-bar" not in text and "a library warning" not in text
+    log = (out / "run.log").read_text()
+    assert "noise for the log" in log and "steps-bar" in log and "a library warning" in log
+    assert "<details" in report  # code cells are folded
 
-    with pytest.raises(PapermillExecutionError):
-        execute_notebook(source, tmp_path / "f.ipynb", {"name": "boom", "out_dir": str(tmp_path)})
-    nb = nbformat.read(tmp_path / "f.ipynb", as_version=4)
+
+def test_failed_notebook_leaves_html_and_a_short_error(source, tmp_path):
+    out = tmp_path / "f"
+    with pytest.raises(NotebookError) as err:
+        execute_notebook(source, out / "report.ipynb", {"name": "boom", "out_dir": str(out)}, out / "report.html",
+                         log_path=out / "run.log")
+    message = str(err.value)
+    assert "RuntimeError: boom requested" in message and len(message.splitlines()) < 50
+    assert "report.html" in message
+    assert "boom requested" in (out / "report.html").read_text()
+    nb = nbformat.read(out / "report.ipynb", as_version=4)
     assert any("boom requested" in json.dumps(c.get("outputs", [])) for c in nb.cells)
+    assert "boom requested" in (out / "run.log").read_text()

@@ -1,27 +1,75 @@
-"""Workflow config validation: JSON schemas (with defaults) plus cross-field checks, with readable errors.
+"""Workflow config: resolve every notebook's parameters (one home per default) and validate them before any job.
 
-`validate_config` runs when the Snakefile is parsed, so a bad value stops the run before any job starts,
-with a message naming the key, the value and what is allowed. Each section (`toy`, `lm`, `vision`) has its
-own schema file `workflow/schemas/<section>.schema.yaml`, and its module may define
-`config_errors(section: dict) -> list[str]` for checks that relate several keys (e.g. k ≤ n_latents).
+Defaults live in exactly one place, the `parameters` cell of each notebook. A config section
+(`toy`, `lm`, `vision`, `autointerp`) holds unit blocks, one per notebook `notebooks/<section>_<unit>.py`, plus
+section-wide keys shared by several notebooks (e.g. `lm.layers`). `resolve_config` overlays the config on the
+notebook defaults, so the parameters a run uses are explicit, and the schema checks (types, ranges, unknown keys)
+and the cross-key checks below see exactly those values. The schemas (`wsae_utils/schemas/*.schema.yaml`) carry
+types, bounds and descriptions only; properties marked `readOnly: true` are set by the workflow (output folders,
+threads, device), never by a config file.
 """
 
 from __future__ import annotations
 
+import ast
 import copy
-import importlib
+import math
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
-SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
-SECTIONS = ("toy", "lm", "vision")
+PACKAGE_DIR = Path(__file__).resolve().parent
+SCHEMA_DIR = PACKAGE_DIR / "schemas"
+REPO_DIR = PACKAGE_DIR.parent
+NOTEBOOK_DIR = REPO_DIR / "notebooks"
+SECTIONS = ("toy", "lm", "vision", "autointerp")
+WORKFLOW_KEYS = ("out_dir", "device", "num_threads")
+"""Parameters every notebook may receive from the runner; a config file never sets them."""
 
 
 class ConfigError(ValueError):
     """A config value is invalid; the message names the key, the value and what is allowed."""
+
+
+# -- notebook defaults -----------------------------------------------------------------------------------------
+def notebook_defaults(source: str | Path) -> dict[str, Any]:
+    """Names and literal defaults of the `parameters` cell of a jupytext py:percent notebook (without running it)."""
+    source = Path(source)
+    text = source.read_text()
+    match = re.search(r"^# %%[^\n]*tags=\[[^\]]*\"parameters\"[^\]]*\][^\n]*\n(.*?)(?=^# %%|\Z)", text, re.S | re.M)
+    if not match:
+        raise ValueError(f"{source}: no cell tagged 'parameters'")
+    out: dict[str, Any] = {}
+    for node in ast.parse(match.group(1)).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name, value = node.targets[0].id, node.value
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            name, value = node.target.id, node.value
+        else:
+            continue
+        try:
+            out[name] = ast.literal_eval(value)
+        except ValueError as err:
+            raise ValueError(f"{source}: parameter {name} = {ast.unparse(value)} is not a literal") from err
+    return out
+
+
+# -- schema checks ---------------------------------------------------------------------------------------------
+def _is_int(_checker: Any, value: Any) -> bool:
+    # JSON schema counts 5.0 as an integer; a step count of 5.0 is a typo we refuse.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(_checker: Any, value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+_TYPES = jsonschema.Draft7Validator.TYPE_CHECKER.redefine_many({"integer": _is_int, "number": _is_number})
+Validator = jsonschema.validators.extend(jsonschema.Draft7Validator, type_checker=_TYPES)
 
 
 def _key(path: list[Any]) -> str:
@@ -33,8 +81,7 @@ def _key(path: list[Any]) -> str:
 
 def _describe(err: jsonschema.ValidationError, prefix: list[Any]) -> str:
     path = prefix + list(err.absolute_path)
-    v, val = err.validator, err.validator_value
-    inst = err.instance
+    v, val, inst = err.validator, err.validator_value, err.instance
     if v == "required":
         missing = [r for r in val if r not in inst]
         return f"{_key(path)}: missing required key {missing[0]!r}"
@@ -54,54 +101,151 @@ def _describe(err: jsonschema.ValidationError, prefix: list[Any]) -> str:
         "uniqueItems": "items must be unique",
         "const": f"must be {val!r}",
         "pattern": f"must match {val!r}",
+        "minProperties": f"must have at least {val} entr(ies)",
     }.get(v, err.message)
     return f"{_key(path)} = {inst!r}: {allowed}"
 
 
-def _fill_defaults(instance: Any, schema: dict) -> None:
-    """Insert `default` values of the schema's properties that the instance lacks (recursively)."""
-    if not isinstance(instance, dict):
-        return
-    for name, sub in schema.get("properties", {}).items():
-        if name not in instance and "default" in sub:
-            instance[name] = copy.deepcopy(sub["default"])
-        if name in instance:
-            _fill_defaults(instance[name], sub)
-
-
 def load_schema(name: str, schema_dir: Path = SCHEMA_DIR) -> dict:
-    """Read `workflow/schemas/<name>.schema.yaml`."""
+    """Read `wsae_utils/schemas/<name>.schema.yaml`."""
     return yaml.safe_load((schema_dir / f"{name}.schema.yaml").read_text())
 
 
 def _check(instance: Any, schema: dict, prefix: list[Any]) -> None:
-    errors = sorted(
-        jsonschema.Draft7Validator(schema).iter_errors(instance), key=lambda e: list(map(str, e.absolute_path))
-    )
+    errors = sorted(Validator(schema).iter_errors(instance), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         raise ConfigError("invalid config: " + "; ".join(_describe(e, prefix) for e in errors[:5]))
 
 
-def validate_config(config: dict, schema_dir: Path = SCHEMA_DIR) -> dict:
-    """Validate (and fill defaults into) `config` in place; raise `ConfigError` on the first problems."""
+def _non_finite(value: Any, path: list[Any]) -> list[str]:
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"{_key(path)} = {value!r}: must be a finite number"]
+    if isinstance(value, dict):
+        return [e for k, v in value.items() for e in _non_finite(v, path + [k])]
+    if isinstance(value, list):
+        return [e for i, v in enumerate(value) for e in _non_finite(v, path + [i])]
+    return []
+
+
+def _read_only(block: dict, schema: dict, prefix: list[Any]) -> list[str]:
+    props = schema.get("properties", {})
+    return [
+        f"{_key(prefix + [k])}: set by the workflow (output folder, threads or device), not by a config file"
+        for k in block
+        if k in WORKFLOW_KEYS or props.get(k, {}).get("readOnly")
+    ]
+
+
+# -- resolution ------------------------------------------------------------------------------------------------
+def section_units(section: str, schema: dict, notebook_dir: Path = NOTEBOOK_DIR) -> list[str]:
+    """Unit blocks of a section: object properties of its schema that name a notebook `<section>_<unit>.py`."""
+    return [
+        name
+        for name, sub in schema.get("properties", {}).items()
+        if sub.get("type") == "object" and (notebook_dir / f"{section}_{name}.py").is_file()
+    ]
+
+
+def resolve_section(
+    section: str, block: dict, schema: dict, notebook_dir: Path = NOTEBOOK_DIR
+) -> dict[str, Any]:
+    """The section with every unit's parameters resolved: notebook defaults, then shared keys, then the block.
+
+    A section-wide key (e.g. `lm.layers`) takes its default from the notebooks that declare it (they must agree)
+    and is passed to each of them.
+    """
+    units = section_units(section, schema, notebook_dir)
+    defaults = {u: notebook_defaults(notebook_dir / f"{section}_{u}.py") for u in units}
+    shared_names = [k for k in schema.get("properties", {}) if k not in units and k != "enabled"]
+    out: dict[str, Any] = {"enabled": block.get("enabled", True)}
+    for name in shared_names:
+        declared = {u: d[name] for u, d in defaults.items() if name in d}
+        if len(set(map(repr, declared.values()))) > 1:
+            raise ConfigError(f"{section}.{name}: notebooks disagree on its default ({declared}); give it one home")
+        if name in block:
+            out[name] = copy.deepcopy(block[name])
+        elif declared:
+            out[name] = copy.deepcopy(next(iter(declared.values())))
+    for unit in units:
+        params = copy.deepcopy(defaults[unit])
+        params.update({k: copy.deepcopy(out[k]) for k in shared_names if k in params and k in out})
+        params.update(copy.deepcopy(block.get(unit) or {}))
+        out[unit] = params
+    return out
+
+
+def resolve_config(config: dict, schema_dir: Path = SCHEMA_DIR, notebook_dir: Path = NOTEBOOK_DIR) -> dict:
+    """Validate `config` and return it resolved: every unit's exact notebook parameters, checks on those.
+
+    Raises `ConfigError` naming the key, the value and what is allowed, before any job runs.
+    """
+    config = copy.deepcopy(config)
+    problems = _non_finite(config, [])
+    if problems:
+        raise ConfigError("invalid config: " + "; ".join(problems[:5]))
     top = load_schema("config", schema_dir)
-    _fill_defaults(config, top)
     _check(config, top, [])
+    config.setdefault("device", "auto")
+    config.setdefault("title", "wsae results")
     for section in SECTIONS:
         if section not in config:
             continue
+        if not (schema_dir / f"{section}.schema.yaml").is_file():
+            raise ConfigError(f"invalid config: {section}: no schema {section}.schema.yaml for this section")
         schema = load_schema(section, schema_dir)
-        _fill_defaults(config[section], schema)
-        _check(config[section], schema, [section])
-        try:
-            module = importlib.import_module(f"wsae_utils.{section}")
-        except ImportError:
-            continue
-        check = getattr(module, "config_errors", None)
-        problems = check(config[section]) if check else []
-        if problems:
-            raise ConfigError("invalid config: " + "; ".join(f"{section}.{p}" for p in problems))
+        block = config[section] or {}
+        units = section_units(section, schema, notebook_dir)
+        ro = [e for u in units if isinstance(block.get(u), dict)
+              for e in _read_only(block[u], schema["properties"][u], [section, u])]
+        if ro:
+            raise ConfigError("invalid config: " + "; ".join(ro[:5]))
+        _check(block, schema, [section])
+        resolved = resolve_section(section, block, schema, notebook_dir)
+        for unit in units:
+            unit_schema = {k: v for k, v in schema["properties"][unit].items() if k != "additionalProperties"}
+            unit_schema["definitions"] = schema.get("definitions", {})
+            # Defaults are checked like config values (a notebook default can be out of range too); the workflow
+            # keys are allowed here because the notebooks declare them.
+            _check({k: v for k, v in resolved[unit].items() if k not in WORKFLOW_KEYS}, unit_schema, [section, unit])
+            undeclared = sorted(set(resolved[unit]) - set(schema["properties"][unit].get("properties", {}))
+                                - set(schema["properties"]) - set(WORKFLOW_KEYS))
+            if undeclared:
+                raise ConfigError(f"invalid config: {section}.{unit}: notebook parameters {undeclared} have no "
+                                  f"entry in {section}.schema.yaml")
+        errors = CROSS_CHECKS.get(section, lambda s: [])(resolved) if resolved["enabled"] else []
+        errors += _path_errors(section, resolved, schema, units)
+        if errors:
+            raise ConfigError("invalid config: " + "; ".join(f"{section}.{e}" for e in errors))
+        config[section] = resolved
+    if config["device"] == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("invalid config: device = 'cuda': this machine has no CUDA device "
+                              "(torch.cuda.is_available() is False); use 'auto' or 'cpu'")
     return config
+
+
+def validate_config(config: dict, schema_dir: Path = SCHEMA_DIR, notebook_dir: Path = NOTEBOOK_DIR) -> dict:
+    """Resolve and validate `config` in place (Snakemake's config object); return it."""
+    resolved = resolve_config(config, schema_dir, notebook_dir)
+    config.clear()
+    config.update(resolved)
+    return config
+
+
+def resolve_device(device: str) -> str:
+    """'auto' → 'cuda' when a CUDA device is visible, else 'cpu' (resolved once per workflow run)."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def value_tag(value: float) -> str:
+    """Folder tag of a swept number (α etc.): exact to 10 significant digits, so distinct values never collide."""
+    return format(float(value), ".10g")
 
 
 def resolve_data_path(path: str | Path) -> Path:
@@ -113,16 +257,134 @@ def resolve_data_path(path: str | Path) -> Path:
     path = Path(path)
     if path.is_absolute() or path.exists():
         return path
-    repo_path = SCHEMA_DIR.parent.parent / path
+    repo_path = REPO_DIR / path
     return repo_path if repo_path.exists() else path
 
 
 def load_config(path: str | Path, schema_dir: Path = SCHEMA_DIR) -> dict:
-    """Read a YAML config file and validate it."""
+    """Read a YAML config file, resolve and validate it."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     config = yaml.safe_load(path.read_text()) or {}
     if not isinstance(config, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping at top level")
-    return validate_config(config, schema_dir)
+    return resolve_config(config, schema_dir)
+
+
+# -- paths that must exist -------------------------------------------------------------------------------------
+def _path_errors(section: str, resolved: dict, schema: dict, units: list[str]) -> list[str]:
+    """Unit parameters marked `x-existing-path: true` in the schema must name an existing file or folder."""
+    if not resolved["enabled"]:
+        return []
+    errors = []
+    for unit in units:
+        for name, sub in schema["properties"][unit].get("properties", {}).items():
+            value = resolved[unit].get(name)
+            if sub.get("x-existing-path") and value and not resolve_data_path(value).exists():
+                errors.append(f"{unit}.{name} = {value!r}: no such file or folder")
+    return errors
+
+
+# -- cross-key checks, on resolved values ----------------------------------------------------------------------
+def _tag_collisions(key: str, values: list[float]) -> list[str]:
+    tags = [value_tag(v) for v in values]
+    dup = sorted({t for t in tags if tags.count(t) > 1})
+    return [f"{key} = {values}: values {dup} share one output folder tag; make them differ"] if dup else []
+
+
+def _must_hold_zero(key: str, values: list[float]) -> list[str]:
+    return [] if 0.0 in [float(v) for v in values] else [f"{key} = {values}: must contain 0.0 (the plain SAE)"]
+
+
+def _toy_spec_errors(key: str, spec: dict) -> list[str]:
+    from .toy import constructed_layout  # the layout rules live with the construction itself
+
+    errs = []
+    if spec.get("construction") == "constructed":
+        try:
+            constructed_layout(int(spec["n"]), int(spec["n_p"]), int(spec.get("n_mono", 0)),
+                               int(spec.get("n_digons", 0)), spec.get("polygons"))
+        except ValueError as err:
+            errs.append(f"{key} = {spec!r}: {err}")
+    if int(spec.get("n_p", 1)) >= int(spec.get("n", 2)):
+        errs.append(f"{key}.n_p = {spec.get('n_p')}: must be < n ({spec.get('n')}) for superposition")
+    return errs
+
+
+def _toy_errors(section: dict) -> list[str]:
+    errors: list[str] = []
+    for unit, block in section.items():
+        if not isinstance(block, dict):
+            continue
+        specs = block.get("wp_specs") or {}
+        for name, spec in specs.items():
+            errors += _toy_spec_errors(f"{unit}.wp_specs.{name}", spec)
+        for key in ("wp_names", "train_wp"):
+            for name in block.get(key) or []:
+                if specs and name not in specs:
+                    errors.append(f"{unit}.{key} = {name!r}: must be one of wp_specs ({', '.join(specs)})")
+        ratios = block.get("latent_ratios") or [block.get("latent_ratio", 1.0)]
+        sizes = [int(round(r * int(s.get("n", 0)))) for s in specs.values() for r in ratios]
+        for kkey in ("topk_k", "k"):
+            k = block.get(kkey)
+            if isinstance(k, int) and sizes and k > min(sizes):
+                errors.append(f"{unit}.{kkey} = {k}: must be <= n_m ({min(sizes)}, the smallest SAE)")
+        if "alphas" in block:
+            errors += _must_hold_zero(f"{unit}.alphas", block["alphas"])
+            errors += _tag_collisions(f"{unit}.alphas", block["alphas"])
+        if "seeds" in block and len(set(block["seeds"])) != len(block["seeds"]):
+            errors.append(f"{unit}.seeds = {block['seeds']}: seeds must be distinct")
+    return errors
+
+
+def _lm_errors(section: dict) -> list[str]:
+    from .lm import MODELS  # the registry holds every model fact (depth, width)
+
+    errors: list[str] = []
+    units = {u: b for u, b in section.items() if isinstance(b, dict)}
+    model = next((b["model"] for b in units.values() if "model" in b), None)
+    if model is not None and model not in MODELS:
+        return [f"model = {model!r}: must be one of {sorted(MODELS)}"]
+    facts = MODELS.get(model, {}) if model else {}
+    n_layers = facts.get("n_layers")
+    layers = section.get("layers", [])
+    if n_layers is not None and any(layer >= n_layers for layer in layers):
+        errors.append(f"layers = {layers}: {model} has layers 0..{n_layers - 1}")
+    if "alphas" in section:
+        errors += _must_hold_zero("alphas", section["alphas"])
+        errors += _tag_collisions("alphas", section["alphas"])
+    width = facts.get("d_model")
+    for unit, block in units.items():
+        k, expansion = block.get("k"), block.get("expansion")
+        if width and isinstance(k, int) and expansion and k > expansion * width:
+            errors.append(f"{unit}.k = {k}: must be <= the number of latents (expansion × d_model = "
+                          f"{expansion * width})")
+    return errors
+
+
+def _vision_errors(section: dict) -> list[str]:
+    errs: list[str] = []
+    bb, sae = section.get("backbone") or {}, section.get("sae") or {}
+    source = bb.get("source")
+    if source == "checkpoint" and not bb.get("checkpoint_path"):
+        errs.append("backbone.checkpoint_path = '': required when source is 'checkpoint'")
+    if source in ("pretrain", "checkpoint") and bb.get("backbone") not in (None, "resnet18"):
+        errs.append(f"backbone.backbone = {bb.get('backbone')!r}: must be 'resnet18' when source is {source!r}")
+    if source == "frozen" and isinstance(bb.get("n_views"), int) and bb["n_views"] < 2:
+        errs.append(f"backbone.n_views = {bb['n_views']}: must be >= 2 for the frozen source")
+    if "methods" in bb and "ncl" not in bb["methods"]:
+        errs.append(f"backbone.methods = {bb['methods']}: must contain 'ncl' (its features feed the SAE)")
+    k, n = sae.get("k"), sae.get("n_latents")
+    if isinstance(k, int) and isinstance(n, int) and k > n:
+        errs.append(f"sae.k = {k}: must be <= n_latents ({n})")
+    if "alphas" in sae:
+        errs += _must_hold_zero("sae.alphas", sae["alphas"])
+        errs += _tag_collisions("sae.alphas", sae["alphas"])
+    if "seeds" in sae and len(sae["seeds"]) < 2:
+        errs.append(f"sae.seeds = {sae['seeds']}: need >= 2 seeds for a confidence interval")
+    return errs
+
+
+CROSS_CHECKS: dict[str, Callable[[dict], list[str]]] = {"toy": _toy_errors, "lm": _lm_errors, "vision": _vision_errors}
+"""Checks that relate several keys of a resolved section; messages '<key> = <value>: <what is allowed>'."""

@@ -103,39 +103,73 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
 def write_index_html(
     path: str | Path,
     title: str,
+    claims: pd.DataFrame,
     sections: list[tuple[str, list[tuple[str, str]]]],
-    figures: list[tuple[str, str]] | None = None,
-    tables: list[tuple[str, pd.DataFrame]] | None = None,
+    tables: list[tuple[str, str]] | None = None,
+    figures: list[tuple[str, list[tuple[str, str]]]] | None = None,
     preamble: str = "",
-    max_table_rows: int = 40,
+    max_table_rows: int = 200,
 ) -> Path:
-    """A single HTML page: report links, tables (first `max_table_rows` rows) and inline figures."""
+    """One navigable HTML page: the claims table, report links, tables folded, each report's figures once, folded.
+
+    `claims` has the columns of `claims_table`; `tables` are (caption, csv path); `figures` are (report label,
+    [(caption, png path)]).
+    """
     base = Path(path).parent
+
+    def rel(p: str) -> str:
+        return html.escape(os.path.relpath(p, base))
+
+    fmt = {"float_format": lambda v: f"{v:.4g}", "na_rep": "–", "index": False, "border": 0}
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title>",
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
-        "table{border-collapse:collapse;font-size:0.85em}td,th{border:1px solid #ccc;padding:2px 6px}"
-        "img{max-width:100%;border:1px solid #eee}</style></head><body>",
+        "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;line-height:1.4;padding:0 1em}"
+        "table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 6px;"
+        "vertical-align:top;text-align:left}details{margin:0.3em 0}summary{cursor:pointer}nav a{margin-right:1em}"
+        "img{max-width:100%;border:1px solid #eee}.v-reproduced{color:#060}.v-not{color:#a00}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
+        "<nav><a href='#claims'>Claims</a><a href='#reports'>Reports</a><a href='#tables'>Tables</a>"
+        "<a href='#figures'>Figures</a></nav>",
         preamble,
+        "<h2 id='claims'>Did the paper's claims reproduce?</h2><table><tr><th>claim</th><th>verdict</th>"
+        "<th>numbers</th><th>evidence</th></tr>",
     ]
+    for _, row in claims.iterrows():
+        cls = {"reproduced": "v-reproduced", "not reproduced": "v-not"}.get(row["verdict"], "")
+        reports = [r for r in str(row.get("report") or "").split(" | ") if r]
+        labels = str(row.get("report_label") or "").split(" | ")
+        links = "<br>".join(
+            f"<a href='{rel(base / 'summary' / r)}'>{html.escape(lab)}</a>"
+            for r, lab in zip(reports, labels, strict=False)
+        )
+        parts.append(
+            f"<tr><td>{html.escape(str(row['claim']))}</td><td class='{cls}'><b>{html.escape(str(row['verdict']))}</b>"
+            f"</td><td>{html.escape(str(row.get('numbers') or ''))}</td><td>{links}</td></tr>"
+        )
+    parts.append("</table><p><a href='summary/report.html'>Summary report</a> (tests, numbers and reasons per claim)."
+                 "</p><h2 id='reports'>Reports</h2>")
     for heading, links in sections:
-        parts.append(f"<h2>{html.escape(heading)}</h2><ul>")
-        for label, target in links:
-            rel = os.path.relpath(target, base)
-            parts.append(f"<li><a href='{html.escape(rel)}'>{html.escape(label)}</a></li>")
+        parts.append(f"<h3>{html.escape(heading)}</h3><ul>")
+        parts += [f"<li><a href='{rel(target)}'>{html.escape(label)}</a></li>" for label, target in links]
         parts.append("</ul>")
-    for caption, df in tables or []:
-        parts.append(f"<h3>{html.escape(caption)}</h3>")
-        parts.append(df.head(max_table_rows).to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="–"))
+    parts.append("<h2 id='tables'>Tables</h2>")
+    for caption, csv in tables or []:
+        df = pd.read_csv(csv)
+        parts.append(f"<details><summary>{html.escape(caption)} ({len(df)} rows, <a href='{rel(csv)}'>CSV</a>)"
+                     "</summary>")
+        parts.append(df.head(max_table_rows).to_html(**fmt))
         if len(df) > max_table_rows:
             parts.append(f"<p>… {len(df) - max_table_rows} more rows in the CSV.</p>")
-    if figures:
-        parts.append("<h2>Figures</h2>")
-    for caption, fig in figures or []:
-        rel = os.path.relpath(fig, base)
-        parts.append(f"<figure><img src='{html.escape(rel)}'><figcaption>{html.escape(caption)}</figcaption></figure>")
+        parts.append("</details>")
+    parts.append("<h2 id='figures'>Figures</h2>")
+    for label, figs in figures or []:
+        if not figs:
+            continue
+        parts.append(f"<details><summary>{html.escape(label)} ({len(figs)} figures)</summary>")
+        parts += [f"<figure><img src='{rel(f)}' loading='lazy'><figcaption>{html.escape(c)}</figcaption></figure>"
+                  for c, f in figs]
+        parts.append("</details>")
     parts.append("</body></html>")
     return atomic_write_text(path, "\n".join(parts))
 
@@ -162,6 +196,30 @@ def claim(claim_id: str, test: str, numbers: str, verdict: str, why: str = "") -
     if verdict not in VERDICTS:
         raise ValueError(f"verdict {verdict!r} is not one of {VERDICTS}")
     return {"id": claim_id, "claim": CLAIMS[claim_id], "test": test, "numbers": numbers, "verdict": verdict, "why": why}
+
+
+def claims_table(found: list[dict[str, str]]) -> pd.DataFrame:
+    """One row per paper claim (registry order) from the `claims` rows of every report; 'not run' where none.
+
+    Several reports may test one claim (e.g. per Γ variant); their tests and numbers are joined, and the verdict is
+    theirs when they agree, else 'mixed' with each one listed.
+    """
+    rows = []
+    for cid, text in CLAIMS.items():
+        mine = [c for c in found if c.get("id") == cid]
+        verdicts = sorted({c["verdict"] for c in mine})
+        verdict = "not run" if not mine else verdicts[0] if len(verdicts) == 1 else "mixed: " + ", ".join(verdicts)
+        rows.append({
+            "id": cid,
+            "claim": text,
+            "verdict": verdict,
+            "test": " | ".join(c.get("test", "") for c in mine),
+            "numbers": " | ".join(c.get("numbers", "") for c in mine),
+            "why": " | ".join(c.get("why", "") for c in mine if c.get("why")),
+            "report": " | ".join(c.get("report", "") for c in mine),
+            "report_label": " | ".join(c.get("report_label", "") for c in mine),
+        })
+    return pd.DataFrame(rows)
 
 
 def conclusion_markdown(claims: list[dict[str, str]]) -> str:

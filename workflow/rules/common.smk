@@ -1,18 +1,20 @@
-# Shared helpers: config validation, source lists (rerun triggers), notebook template rule, report registry.
-import sys
+# Shared helpers: config resolution and validation, source lists (rerun triggers), notebook parameters, registry.
 from pathlib import Path
 
-from wsae_utils.config import validate_config
+from wsae_utils.config import resolve_device, validate_config, value_tag
 
+# Resolve every notebook's parameters (notebook defaults overlaid with the config) and check them before any job;
+# `device: auto` becomes the device it means, so `--config device=cpu` on a CPU machine is the same run.
 validate_config(config)
+config["device"] = resolve_device(config["device"])
 
 REPO = Path(workflow.basedir)
-CORE_MODULES = ["__init__", "config", "sae", "train", "metrics", "results", "nbrun", "plots"]
+CORE_MODULES = ["__init__", "config", "sae", "train", "metrics", "results", "nbrun", "plots", "runlog"]
 
 
 wildcard_constraints:
     layer=r"\d+",
-    alpha=r"\d+(\.\d+)?",
+    alpha=r"[0-9][0-9.e+-]*",
 
 
 def notebook(name):
@@ -31,27 +33,31 @@ def section_enabled(section):
 
 
 def gpu_jobs():
-    """GPU slots a notebook job takes: 1 when it will run on a GPU (device cuda, or auto with CUDA present)."""
-    if config["device"] == "cpu":
-        return 0
-    if config["device"] == "cuda":
-        return 1
-    import torch
-
-    return int(torch.cuda.is_available())
+    """GPU slots a notebook job takes: 1 when the run's (resolved) device is CUDA."""
+    return int(config["device"] == "cuda")
 
 
 def notebook_params(section, unit, out_dir, **extra):
-    """Parameters for one notebook run: the config block of that unit plus output location and device."""
-    params = dict(config[section].get(unit, {}))
+    """The exact parameters of one notebook run: its resolved config block, output folder, device and extras."""
+    params = dict(config.get(section, {}).get(unit) or {})
     params.update(out_dir=out_dir, device=config["device"])
     params.update(extra)
     return params
 
 
-# Registry filled by the experiment rule files; aggregate.smk turns it into results/index.html.
+def nb_logs(out_dir):
+    """Logs of a notebook rule: the executed notebook and its HTML report (kept on failure) and the text log."""
+    return {
+        "notebook": f"{out_dir}/report.ipynb",
+        "html": f"{out_dir}/report.html",
+        "text": f"{out_dir}/run.log",
+    }
+
+
+# Registry filled by the experiment rule files; aggregate.smk turns it into the summary and results/index.html.
 REPORTS = []  # (section, label, html path)
 TABLES = []  # (caption, csv path)
+FIGURES = []  # (caption, png path): the main figures, shown once in the index and tagged for --report
 
 
 def summary_reports():

@@ -1,12 +1,29 @@
-"""Snakemake `script:` entry: execute one notebook through wsae_utils.nbrun (parameters as Python objects)."""
+"""Snakemake `script:` entry: execute one notebook through wsae_utils.nbrun (parameters as Python objects).
 
-from wsae_utils.nbrun import execute_notebook
+The rule's `threads:` is the one thread setting: it reaches the notebook as `num_threads`. A failing cell prints
+a short message (the cell's error) and leaves the partial report as the rule's `html` log.
+"""
+
+import sys
+
+from wsae_utils.config import notebook_defaults
+from wsae_utils.nbrun import NotebookError, execute_notebook
 
 snakemake = globals()["snakemake"]  # injected by Snakemake
-execute_notebook(
-    snakemake.input.nb,
-    snakemake.log.notebook,
-    parameters=dict(snakemake.params.nb),
-    output_html=snakemake.output.html,
-    log_output=True,
-)
+params = dict(snakemake.params.nb)
+if "num_threads" in notebook_defaults(snakemake.input.nb):
+    params["num_threads"] = snakemake.threads
+# The HTML is a log (kept when a cell fails) in the project's rules; accept it as an output too.
+html = getattr(snakemake.log, "html", None) or getattr(snakemake.output, "html", None)
+text_log = getattr(snakemake.log, "text", None)
+try:
+    execute_notebook(
+        snakemake.input.nb,
+        snakemake.log.notebook,
+        parameters=params,
+        output_html=html,
+        log_path=text_log,
+    )
+except NotebookError as err:
+    print(err, file=sys.stderr)
+    sys.exit(1)

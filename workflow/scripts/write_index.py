@@ -1,28 +1,32 @@
-"""Snakemake `script:` entry: results/index.html linking every report and table, with verdicts and figures inline."""
+"""Snakemake `script:` entry: results/index.html (claims first, reports, tables folded, figures once) and the
+per-job benchmark table (wall time and peak memory of every notebook job)."""
 
 from pathlib import Path
 
 import pandas as pd
 
-from wsae_utils.results import write_index_html
+from wsae_utils.results import write_index_html, write_table
 
 snakemake = globals()["snakemake"]  # injected by Snakemake
-sections: dict[str, list] = {"Summary": [("Summary: verdicts and all figures", "results/summary/report.html")]}
-figures = []
+sections: dict[str, list] = {"Summary": [("Summary: one row per claim, with tests and numbers",
+                                          "results/summary/report.html")]}
+figures, bench = [], []
 for section, label, path in snakemake.params.reports:
     sections.setdefault(section, []).append((label, path))
-    for fig in sorted((Path(path).parent / "figures").glob("*.png")):
-        figures.append((f"{section}: {label} — {fig.stem}", str(fig)))
-claims = pd.read_csv(snakemake.input.summary)
-verdicts = {True: "reproduced", False: "NOT reproduced"}
-claims["verdict"] = claims["claim_reproduced"].map(verdicts).fillna("not decidable here")
-tables = [("Did the paper's claims reproduce?", claims[["section", "report", "verdict"]])]
-tables += [(caption, pd.read_csv(path)) for caption, path in snakemake.params.tables]
-links = [(f"{caption} (CSV)", path) for caption, path in snakemake.params.tables]
+    folder = Path(path).parent
+    figs = [(fig.stem.replace("_", " "), str(fig)) for fig in sorted((folder / "figures").glob("*.png"))]
+    figures.append((f"{section}: {label}", figs))
+    if (folder / "benchmark.tsv").is_file():
+        b = pd.read_csv(folder / "benchmark.tsv", sep="\t")
+        bench.append({"report": f"{section}: {label}", "wall_s": b["s"].iloc[-1], "peak_rss_mb": b["max_rss"].iloc[-1]})
+bench_df = pd.DataFrame(bench, columns=["report", "wall_s", "peak_rss_mb"])
+write_table(bench_df, snakemake.output.benchmarks)
+tables = list(snakemake.params.tables) + [("Wall time and peak memory per notebook job", snakemake.output.benchmarks)]
 write_index_html(
-    snakemake.output[0],
+    snakemake.output.index,
     snakemake.params.title,
-    list(sections.items()) + [("Tables", links)],
-    figures=figures,
+    pd.read_csv(snakemake.input.claims),
+    list(sections.items()),
     tables=tables,
+    figures=figures,
 )
