@@ -29,7 +29,8 @@ lint: setup-test
 
 setup: $(VENV)/.run-stamp
 setup-test: $(VENV)/.test-stamp
-data: $(RES)/data/fashion-mnist/.done $(RES)/data/janeaustenr/.done
+data: $(RES)/data/fashion-mnist/.done $(RES)/data/janeaustenr/.done \
+      $(RES)/data/fashion-mnist/.version $(RES)/data/janeaustenr/.version
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +69,13 @@ $(RES)/data/janeaustenr/.done: $(DEBS)/r-cran-janeaustenr.deb
 	mv $(RES)/data/janeaustenr.tmp/usr/lib/R/site-library/janeaustenr/data/* $(RES)/data/janeaustenr/
 	rm -rf $(RES)/data/janeaustenr.tmp
 	touch $@
+
+# Which Debian package (and version) each embedded data set came from: recorded in every result's provenance.
+$(RES)/data/fashion-mnist/.version: $(DEBS)/dataset-fashion-mnist.deb | $(RES)/data/fashion-mnist/.done
+	dpkg-deb -W --showformat='$${Package}=$${Version}\n' $< > $@
+
+$(RES)/data/janeaustenr/.version: $(DEBS)/r-cran-janeaustenr.deb | $(RES)/data/janeaustenr/.done
+	dpkg-deb -W --showformat='$${Package}=$${Version}\n' $< > $@
 
 clean-results:
 	rm -rf results/toy results/lm results/vision results/tables results/index.html results/summary

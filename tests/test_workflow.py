@@ -59,7 +59,7 @@ def test_missing_config_file(tmp_path):
 def smoke_run(tmp_path_factory):
     """A copy of the workflow sources, run end to end on the smoke config (resources/ linked, not copied)."""
     root = tmp_path_factory.mktemp("wf")
-    for name in ("Snakefile", "workflow", "config", "notebooks", "wsae_utils", "environment.yml"):
+    for name in ("Snakefile", "workflow", "config", "notebooks", "wsae_utils", "environment.yml", "pyproject.toml"):
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, root / name)
     (root / "resources").symlink_to(REPO / "resources")
@@ -75,6 +75,16 @@ def test_smoke_dag_produces_reports_tables_and_index(smoke_run):
     for rep in reports:
         assert os.path.relpath(rep, smoke_run / "results") in index
         assert (rep.parent / "metrics.json").exists() and (rep.parent / "report.ipynb").exists()
+        assert (rep.parent / "benchmark.tsv").exists() and (rep.parent / "run.log").exists()
+        text = rep.read_text()
+        for noise in ("TqdmWarning", "it/s]", "IProgress"):
+            assert noise not in text, f"{rep} carries progress-bar output ({noise!r})"
+    claims = pd.read_csv(smoke_run / "results" / "summary" / "claims.csv")
+    from wsae_utils.results import CLAIMS
+
+    assert list(claims["id"]) == list(CLAIMS), "the summary must hold one row per paper claim"
+    assert claims["verdict"].ne("not run").all(), claims[["id", "verdict"]]
+    assert (smoke_run / "results" / "tables" / "benchmarks.csv").exists()
     tables = sorted((smoke_run / "results" / "tables").glob("*.csv"))
     assert {t.stem.split("_")[0] for t in tables} >= {"toy", "lm", "vision"}
     for t in tables:
@@ -95,3 +105,40 @@ def test_rerun_triggers(smoke_run):
     out = smk("-n", *run, cwd=smoke_run).stdout
     assert "toy_theory" in out
     assert "lm_train" not in out and "vision_backbone" not in out
+
+
+@pytest.mark.slow
+def test_resolved_device_reruns_nothing(smoke_run):
+    """`device: auto` is resolved before the DAG is built: naming the device it means changes no job."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    out = smk("-n", "--configfile", "config/smoke.yaml", "--config", f"device={device}", cwd=smoke_run).stdout
+    assert NOTHING in out
+
+
+@pytest.mark.slow
+def test_snakemake_report_holds_claims_tables_and_figures(smoke_run):
+    smk("--configfile", "config/smoke.yaml", "--report", "report.html", cwd=smoke_run)
+    text = (smoke_run / "report.html").read_text()
+    assert "claims.csv" in text and "1. Claims" in text
+    assert "2. Tables" in text and "toy_theory.csv" in text
+    assert "3. Figures" in text and ".png" in text
+
+
+@pytest.mark.slow
+def test_failing_notebook_leaves_html_and_a_short_error(smoke_run, tmp_path):
+    """A cell that raises: the console shows that error briefly, and the partial report can be opened."""
+    root = tmp_path / "fail"
+    shutil.copytree(smoke_run, root, symlinks=True, ignore=shutil.ignore_patterns(".snakemake"))
+    nb = root / "notebooks" / "toy_theory.py"
+    nb.write_text(nb.read_text() + "\n# %%\nraise RuntimeError('planted failure for the test')\n")
+    proc = smk("--cores", "1", "--configfile", "config/smoke.yaml", "results/toy/theory/metrics.json", cwd=root,
+               check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "RuntimeError: planted failure for the test" in out
+    assert len(out.splitlines()) < 80, out  # Snakemake's own job lines plus our < 50-line error
+    assert '"cell_type"' not in out, "the raw notebook JSON must not be printed"
+    html = root / "results" / "toy" / "theory" / "report.html"
+    assert html.exists() and "planted failure for the test" in html.read_text()

