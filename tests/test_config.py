@@ -202,3 +202,15 @@ def test_disabled_sections_resolve():
 
 def test_schema_dir_ships_in_package():
     assert Path(SCHEMA_DIR).parent.name == "wsae_utils"
+
+
+def test_nested_command_line_overrides_read_as_yaml():
+    """`--config 'toy={"theory": {"steps": 7}}'` reaches the config as strings; they resolve as numbers."""
+    cfg = _raw()
+    cfg["toy"]["theory"]["steps"] = "7"
+    cfg["toy"]["wsae"]["alphas"] = ["0", "1"]
+    out = resolve_config(cfg)
+    assert out["toy"]["theory"]["steps"] == 7 and out["toy"]["wsae"]["alphas"] == [0, 1]
+    cfg["toy"]["theory"]["steps"] = "seven"
+    with pytest.raises(ConfigError, match="toy.theory.steps = 'seven': must be of type"):
+        resolve_config(cfg)

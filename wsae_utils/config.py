@@ -138,6 +138,30 @@ def _read_only(block: dict, schema: dict, prefix: list[Any]) -> list[str]:
     ]
 
 
+def _coerce(value: Any, schema: dict, definitions: dict) -> Any:
+    """Strings where the schema wants numbers, booleans or lists, read as YAML.
+
+    Snakemake passes values nested inside a `--config key={...}` override as strings ('16', ['0', '1']); reading
+    them back as YAML makes such overrides behave like the same values in a config file.
+    """
+    if "$ref" in schema:
+        schema = definitions.get(schema["$ref"].rsplit("/", 1)[-1], {})
+    types = schema.get("type")
+    types = set(types) if isinstance(types, list) else {types}
+    if isinstance(value, str) and types & {"integer", "number", "boolean", "array"} and "string" not in types:
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        return _coerce(parsed, schema, definitions) if not isinstance(parsed, str) else value
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_coerce(v, schema["items"], definitions) for v in value]
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        return {k: _coerce(v, props[k], definitions) if k in props else v for k, v in value.items()}
+    return value
+
+
 # -- resolution ------------------------------------------------------------------------------------------------
 def section_units(section: str, schema: dict, notebook_dir: Path = NOTEBOOK_DIR) -> list[str]:
     """Unit blocks of a section: object properties of its schema that name a notebook `<section>_<unit>.py`."""
@@ -195,7 +219,7 @@ def resolve_config(config: dict, schema_dir: Path = SCHEMA_DIR, notebook_dir: Pa
         if not (schema_dir / f"{section}.schema.yaml").is_file():
             raise ConfigError(f"invalid config: {section}: no schema {section}.schema.yaml for this section")
         schema = load_schema(section, schema_dir)
-        block = config[section] or {}
+        block = _coerce(config[section] or {}, schema, schema.get("definitions", {}))
         units = section_units(section, schema, notebook_dir)
         ro = [e for u in units if isinstance(block.get(u), dict)
               for e in _read_only(block[u], schema["properties"][u], [section, u])]
