@@ -14,7 +14,6 @@ from __future__ import annotations
 import ast
 import copy
 import math
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -23,11 +22,10 @@ from typing import Any
 import jsonschema
 import yaml
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+from .paths import PACKAGE_DIR, REPO_DIR, resolve_data_path
+
 SCHEMA_DIR = PACKAGE_DIR / "schemas"
-REPO_DIR = PACKAGE_DIR.parent
 NOTEBOOK_DIR = REPO_DIR / "notebooks"
-REPO_ENV = "WSAE_REPO"
 SECTIONS = ("toy", "lm", "vision", "autointerp")
 WORKFLOW_KEYS = ("out_dir", "device", "num_threads")
 """Parameters every notebook may receive from the runner; a config file never sets them."""
@@ -272,22 +270,6 @@ def resolve_device(device: str) -> str:
 def value_tag(value: float) -> str:
     """Folder tag of a swept number (α etc.): exact to 10 significant digits, so distinct values never collide."""
     return format(float(value), ".10g")
-
-
-def resolve_data_path(path: str | Path) -> Path:
-    """A relative data path as given when it exists from the cwd, else relative to the repository root.
-
-    Snakemake `--directory` runs start notebooks in another working directory; the embedded data stays in the
-    checkout's resources/.
-    """
-    path = Path(path)
-    if path.is_absolute() or path.exists():
-        return path
-    # The workflow names its checkout in WSAE_REPO, so an installed (non-editable) package finds the data too.
-    for root in (os.environ.get(REPO_ENV), REPO_DIR):
-        if root and (Path(root) / path).exists():
-            return Path(root) / path
-    return path
 
 
 def load_config(path: str | Path, schema_dir: Path = SCHEMA_DIR) -> dict:

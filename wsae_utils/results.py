@@ -75,7 +75,7 @@ def library_versions() -> dict[str, str | None]:
 
 def data_versions() -> dict[str, str]:
     """Debian package and version of every embedded data set (written by `make data` next to the data)."""
-    from .config import resolve_data_path
+    from .paths import resolve_data_path
 
     root = resolve_data_path("resources/data")
     return {p.parent.name: p.read_text().strip() for p in sorted(Path(root).glob("*/.version"))}

@@ -1,0 +1,27 @@
+"""Where the project's files are: the checkout, its notebooks, and embedded data found from any working directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_DIR = PACKAGE_DIR.parent
+"""The checkout when the package is installed editable (`make setup`); site-packages otherwise."""
+REPO_ENV = "WSAE_REPO"
+"""Set by the workflow to its checkout, so an installed (non-editable) package finds the embedded data too."""
+
+
+def resolve_data_path(path: str | Path) -> Path:
+    """A relative data path as given when it exists from the cwd, else relative to the checkout.
+
+    Snakemake `--directory` runs start notebooks in another working directory; the embedded data stays in the
+    checkout's resources/.
+    """
+    path = Path(path)
+    if path.is_absolute() or path.exists():
+        return path
+    for root in (os.environ.get(REPO_ENV), REPO_DIR):
+        if root and (Path(root) / path).exists():
+            return Path(root) / path
+    return path
