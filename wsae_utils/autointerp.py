@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from safetensors.numpy import load_file, save_file
 
@@ -670,8 +671,6 @@ def summarize(scores: list[dict] | None, floor: list[dict] | None = None, n_boot
     """Per proxy: n_latents, mean with a 95 % bootstrap CI over latents, shuffled mean, and, given the random-SAE
     scores `floor`, the random-SAE mean and the margin over it with a 95 % bootstrap CI (latents resampled
     independently in both SAEs)."""
-    import pandas as pd
-
     df = pd.DataFrame(scores or [], columns=["row", "latent", "proxy", "score", "shuffled"])
     fl = pd.DataFrame(floor or [], columns=["row", "latent", "proxy", "score", "shuffled"])
     out = []
@@ -697,3 +696,84 @@ def random_sae_like(sae: torch.nn.Module, center: torch.Tensor, seed: int = 0) -
     with torch.no_grad():
         rand.b_dec.copy_(center.to(rand.b_dec))
     return rand.eval()
+
+
+def token_decoder(tokenizer: object) -> Callable[[int], str]:
+    """token id → its text (memoised `tokenizer.decode([id])`)."""
+    from functools import cache
+
+    @cache
+    def decode(i: int) -> str:
+        return str(tokenizer.decode([int(i)]))  # type: ignore[attr-defined]
+
+    return decode
+
+
+def window_texts(tokens: np.ndarray, windows: Windows, token_str: Callable[[int], str]) -> list[str]:
+    """The text of every window (token strings joined), in window-id order."""
+    flat = tokens.reshape(-1)
+    return ["".join(token_str(int(t)) for t in flat[windows.positions(w)]) for w in range(windows.n)]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# choosing the proxy and building Table 1 (layers × α)
+
+
+def choose_proxy(rows: pd.DataFrame, planted_ok: dict[str, bool]) -> tuple[str | None, pd.DataFrame]:
+    """The offline proxy for the Table-1 verdict, by measurement.
+
+    Candidates: offline proxies on a bounded scale that pass the planted-latent checks. Each needs, for every
+    layer, the plain SAE (α = 0, main) above the random-weight SAE with a margin CI excluding 0. Among those, the
+    largest mean normalised margin (margin / (1 − chance): the fraction of the way from chance to perfect) wins.
+    Returns (proxy or None, the candidates table).
+    """
+    base = rows[(rows.alpha == 0) & rows["main"].astype(bool) & rows.scorer.isin(list(OFFLINE_PROXIES))]
+    out = []
+    for proxy, g in base.groupby("scorer"):
+        chance = OFFLINE_PROXIES[str(proxy)][1]
+        bounded = str(proxy) != "coherence"
+        norm = g.margin / (1 - chance) if bounded else g.margin * np.nan
+        out.append({"proxy": proxy, "planted_ok": bool(planted_ok.get(str(proxy), False)),
+                    "layers": len(g), "min_margin_lo": float(g.margin_lo.min()), "mean_margin": float(g.margin.mean()),
+                    "mean_norm_margin": float(norm.mean()), "bounded": bounded,
+                    "all_layers_clear": bool((g.margin_lo > 0).all())})
+    cand = pd.DataFrame(out, columns=["proxy", "planted_ok", "layers", "min_margin_lo", "mean_margin",
+                                      "mean_norm_margin", "bounded", "all_layers_clear"])
+    ok = cand[cand.planted_ok & cand.bounded & cand.all_layers_clear]
+    cand = cand.sort_values("mean_norm_margin", ascending=False, na_position="last").reset_index(drop=True)
+    if ok.empty:
+        return None, cand
+    return str(ok.sort_values("mean_norm_margin", ascending=False).proxy.iloc[0]), cand
+
+
+def table1(scores: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Table 1 from per-latent scores (columns layer, alpha, score) of one scorer.
+
+    Returns (pivot: layers × α of mean scores plus a 'mean' row over layers; gains: per layer and for the mean
+    over layers, mean(α) − mean(α = 0) with a 95 % bootstrap CI, latents resampled within each SAE).
+    """
+    s = scores.dropna(subset=["score"])
+    piv = s.groupby(["layer", "alpha"]).score.mean().unstack("alpha")
+    piv.loc["mean"] = piv.mean(0)
+    rng = np.random.default_rng(seed)
+    layers = sorted(s.layer.unique())
+    alphas = sorted(a for a in s.alpha.unique() if a != 0)
+    gains = []
+    for a in alphas:
+        boots = []
+        for layer in layers:
+            x = s[(s.layer == layer) & (s.alpha == a)].score.to_numpy(float)
+            y = s[(s.layer == layer) & (s.alpha == 0)].score.to_numpy(float)
+            if len(x) < 2 or len(y) < 2:
+                continue
+            b = (x[rng.integers(0, len(x), (n_boot, len(x)))].mean(1)
+                 - y[rng.integers(0, len(y), (n_boot, len(y)))].mean(1))
+            boots.append(b)
+            gains.append({"layer": layer, "alpha": a, "gain": float(x.mean() - y.mean()),
+                          "ci_lo": float(np.quantile(b, 0.025)), "ci_hi": float(np.quantile(b, 0.975))})
+        if boots:
+            m = np.mean(boots, 0)
+            point = float(np.mean([g["gain"] for g in gains if g["alpha"] == a]))
+            gains.append({"layer": "mean", "alpha": a, "gain": point, "ci_lo": float(np.quantile(m, 0.025)),
+                          "ci_hi": float(np.quantile(m, 0.975))})
+    return piv, pd.DataFrame(gains, columns=["layer", "alpha", "gain", "ci_lo", "ci_hi"])

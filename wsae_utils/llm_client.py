@@ -234,7 +234,8 @@ def make_backend(backend: str, model: str, base_url: str = "", api_key_env: str 
     if backend == "openai":
         if not base_url:
             raise BackendError("backend 'openai' needs base_url (e.g. http://127.0.0.1:8000/v1)")
-        return OpenAIChat(base_url, model, api_key_env, cache_dir=cache_dir, **kw)
+        return OpenAIChat(base_url, model, api_key_env, cache_dir=cache_dir,
+                          **{k: v for k, v in kw.items() if k != "seed"})
     if backend == "transformers":
         return TransformersChat(model, device=device, response_cache=cache_dir,
                                 **{k: v for k, v in kw.items() if k in ("temperature", "max_tokens", "seed")})

@@ -1,0 +1,299 @@
+# %% [markdown]
+# # Auto-interpretability, part 2: the SAEs of one layer, every α, against a random-weight SAE
+#
+# For each SAE of this layer (the plain SAE α = 0 and the weighted SAEs, plus the extra Γ variants named in
+# `extra_variants`) and for a **random-weight SAE of the same shape and k** (the floor), one pass over the cached
+# held-out activations gives every latent's sparse activations. `n_latents` latents are then sampled (seeded,
+# the same procedure for every SAE) among those active in at least `min_windows` windows; each gets explanation
+# windows across activation quantiles and disjoint activating + silent test windows (protocol of
+# `autointerp_checks`, stored with the records). Every latent is scored by every offline proxy, also with a
+# **shuffled explanation** (another latent's), and, when `backend` is an LLM, by the LLM explainer and its
+# detection / fuzzing judgements.
+#
+# The offline proxies are **not** the paper's LLM metric. Their validity (planted latents) is in
+# `autointerp_checks`; their ability to tell a trained SAE from a random one is measured here (margin over
+# the random SAE with a 95 % bootstrap CI over latents); `autointerp_summary` picks the proxy and builds Table 1.
+
+# %% tags=["parameters"]
+out_dir = "results/dev/autointerp/layer4"
+device = "cpu"
+num_threads = 1
+layer = 4
+acts_dir = "results/lm/acts"
+checks_dir = "results/autointerp/checks"
+train_rows = "results/lm/train/layer4/rows.csv"
+sae_root = "results/lm/saes"
+extra_variants = ["paper"]
+n_latents = 100
+min_windows = 60
+random_sae_seed = 1234
+backend = "offline"
+llm_model = ""
+base_url = ""
+api_key_env = ""
+concurrency = 4
+max_retries = 4
+timeout_s = 60.0
+temperature = 0.0
+max_tokens = 256
+per_prompt = 5
+n_llm_latents = 50
+n_cards = 2
+seed = 0
+
+# %%
+import json
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+from IPython.display import HTML, Markdown, display
+from safetensors.numpy import load_file
+
+from wsae_utils import autointerp as A
+from wsae_utils import lm as L
+from wsae_utils import lm_saes as S
+from wsae_utils.export import load_sae
+from wsae_utils.plots import save_figure, setup_style
+from wsae_utils.results import conclusion_markdown, write_metrics, write_table
+from wsae_utils.runlog import log, progress
+from wsae_utils.train import start_run
+
+t_start = time.time()
+out, dev = start_run(out_dir, seed, device, num_threads)
+setup_style()
+settings = {k: globals()[k] for k in (
+    "layer", "acts_dir", "checks_dir", "train_rows", "sae_root", "extra_variants", "n_latents", "min_windows",
+    "random_sae_seed", "backend", "llm_model", "base_url", "api_key_env", "concurrency", "max_retries", "timeout_s",
+    "temperature", "max_tokens", "per_prompt", "n_llm_latents", "n_cards", "seed", "num_threads", "device")}
+llm = None
+if backend != "offline":  # an LLM backend fails here, within seconds, before any SAE pass
+    from wsae_utils import llm_client as C
+
+    llm = C.make_backend(backend, llm_model, base_url=base_url, api_key_env=api_key_env or None,
+                         cache_dir=out / "llm_cache", device=str(dev), concurrency=concurrency,
+                         max_retries=max_retries, timeout_s=timeout_s, temperature=temperature, max_tokens=max_tokens,
+                         seed=seed)
+    if backend == "openai":
+        llm.check()
+display(pd.DataFrame([{k: v for k, v in settings.items() if backend != "offline" or k not in (
+    "llm_model", "base_url", "api_key_env", "concurrency", "max_retries", "timeout_s", "temperature", "max_tokens",
+    "per_prompt", "n_llm_latents")}]).T.rename(columns={0: "value"}))
+
+# %% [markdown]
+# ## Inputs: the protocol, the held-out windows, the SAEs of this layer
+
+# %%
+protocol = json.loads((Path(checks_dir) / "protocol.json").read_text())
+tokens = S.load_tokens(acts_dir, "heldout").numpy()[: protocol["n_contexts"]]
+windows = A.Windows(tokens.shape[0], tokens.shape[1], protocol["window"])
+vecs = load_file(str(Path(checks_dir) / "window_vecs.safetensors"))["vecs"]
+vecs = vecs if len(vecs) == windows.n else None
+meta = S.read_meta(acts_dir)
+tokenizer = L.load_tokenizer(meta["model"], cache_dir=meta.get("model_cache", "resources/models"))
+token_str = A.token_decoder(tokenizer)
+encode_text = None
+if vecs is not None:
+    from wsae_utils.llm_client import SentenceEncoder
+
+    encode_text = SentenceEncoder(device=str(dev)).encode
+record_cfg = A.RecordConfig(**{**protocol["record"], "n_latents": n_latents, "min_windows": min_windows,
+                               "seed": seed})
+lexical_cfg = A.ExplainerConfig(**{**protocol["lexical"], "families": tuple(protocol["lexical"]["families"])})
+context_cfg = A.ExplainerConfig(**{**protocol["context"], "families": tuple(protocol["context"]["families"])})
+
+trained = pd.read_csv(train_rows)
+root = Path(sae_root).resolve()
+trained["main"] = [Path(d).resolve().is_relative_to(root) for d in trained["dir"]]
+chosen = trained[trained.main | trained.variant.isin(extra_variants)].copy()
+saes, info = {}, {}
+for r in chosen.itertuples():
+    sae, side = load_sae(r.dir, dev)
+    w = side.get("wsae", {})
+    saes[r.sae] = sae.eval()
+    info[r.sae] = {"alpha": float(w.get("alpha", r.alpha)), "variant": w.get("variant", r.variant),
+                   "untrained": bool(w.get("untrained", r.untrained)), "dir": r.dir, "main": bool(r.main)}
+first = next(iter(saes.values()))
+display(pd.DataFrame([{"sae": n, **i} for n, i in info.items()]))
+
+# %% [markdown]
+# ## One pass over the held-out activations: top-k of every SAE, and the random-weight floor
+# The random SAE has the training initialisation's weights (same n_latents, d_in, k) and its decoder bias at the
+# held-out mean, so its latents are random directions of the centred residual stream.
+
+# %%
+t0 = time.time()
+n_ctx, ctx_len = tokens.shape
+
+
+def batches():
+    """Held-out activation batches of the first n_ctx contexts."""
+    for c0, x in S.iter_activations(acts_dir, layer, "heldout", batch_contexts=16):
+        if c0 >= n_ctx:
+            break
+        yield c0, x[: n_ctx - c0]
+
+
+topk, total, count = {}, 0.0, 0
+with torch.no_grad():
+    for name, sae in saes.items():
+        topk[name] = A.encode_topk(sae, progress(batches(), desc=f"encode {name}"), n_ctx, ctx_len, str(dev))
+    for _, x in batches():
+        total = total + x[:, 1:].reshape(-1, x.shape[-1]).double().sum(0)
+        count += x[:, 1:].shape[0] * x[:, 1:].shape[1]
+    rand = A.random_sae_like(first, (total / count).float(), seed=random_sae_seed).to(dev)
+    topk["random"] = A.encode_topk(rand, batches(), n_ctx, ctx_len, str(dev))
+info["random"] = {"alpha": float("nan"), "variant": "random", "untrained": True, "dir": "", "main": False}
+t_encode = time.time() - t0
+log(f"encoded {len(topk)} SAEs in {t_encode:.1f} s")
+
+# %% [markdown]
+# ## Records and offline scores (with the shuffled-explanation control)
+
+# %%
+t0 = time.time()
+all_scores, all_expl, records = [], [], {}
+for name, (idx, val) in progress(topk.items(), desc="score"):
+    sparse = A.topk_to_sparse(idx, val, first.cfg.n_latents)
+    rec = A.build_records(sparse, windows, record_cfg)
+    rec.meta.update({"sae": name, "layer": layer, **{k: v for k, v in info[name].items() if k != "dir"}})
+    rec.save(out / "records" / name.replace("/", "_"))
+    records[name] = rec
+    rows, expl = A.score_offline(rec, tokens, token_str, vecs, encode_text, lexical_cfg, context_cfg, seed)
+    all_scores += [{"sae": name, **r} for r in rows]
+    all_expl += [{"sae": name, **e} for e in expl]
+scores = pd.DataFrame(all_scores)
+scores["backend"] = "offline"
+t_score = time.time() - t0
+eligible = pd.DataFrame([{"sae": n, "eligible latents": r.meta["n_eligible"], "sampled": len(r),
+                          "of latents": r.meta["n_stored"]} for n, r in records.items()])
+display(eligible)
+
+# %% [markdown]
+# ## LLM explainer and scorer (only when `backend` is an LLM)
+
+# %%
+t0 = time.time()
+llm_rows = []
+if llm is not None:
+    cfg = C.LLMScoreConfig(n_explain_shown=protocol["record"]["n_explain"], per_prompt=per_prompt, seed=seed)
+    for name, rec in records.items():
+        rows_i = list(range(min(n_llm_latents, len(rec))))
+        expl = C.llm_explain(llm, rec, rows_i, token_str, tokens, cfg)
+        perm = A.derangement(len(rows_i), np.random.default_rng(seed))
+        real = C.llm_score(llm, rec, rows_i, expl, token_str, tokens, cfg)
+        shuf = C.llm_score(llm, rec, rows_i, [expl[j] for j in perm], token_str, tokens, cfg)
+        for i, e, a, b in zip(rows_i, expl, real, shuf, strict=True):
+            lat = int(rec.acts.latents[i])
+            all_expl.append({"sae": name, "row": i, "latent": lat, "llm": e})
+            for kind in ("detection", "fuzzing"):
+                llm_rows.append({"sae": name, "row": i, "latent": lat, "proxy": f"llm-{kind}", "score": a[kind],
+                                 "shuffled": b[kind], "failed": a[f"{kind}_failed"], "backend": backend})
+    scores = pd.concat([scores, pd.DataFrame(llm_rows)], ignore_index=True)
+t_llm = time.time() - t0
+write_table(scores, out / "scores.csv")
+explanations = pd.DataFrame(all_expl)
+write_table(explanations, out / "explanations.csv")
+
+# %% [markdown]
+# ## Per SAE and proxy: mean with a 95 % CI, shuffled control, random-SAE floor, margin over it
+# `margin` = mean − random-SAE mean, CI from resampling latents of both SAEs. `chance` is the score of a proxy
+# that knows nothing (0.5 balanced accuracy / AUC, 0.2 intruder, 0 coherence).
+
+# %%
+model_of = {"offline": "rules + all-MiniLM-L6-v2 (non-LLM proxy)", backend: llm_model}
+summary = []
+for name in topk:
+    for p in scores.proxy.unique():
+        mine = scores[(scores.sae == name) & (scores.proxy == p)]
+        floor = scores[(scores.sae == "random") & (scores.proxy == p)]
+        s = A.summarize(mine.to_dict("records"), floor.to_dict("records") if name != "random" else None,
+                        n_boot=protocol["n_boot"], seed=seed)
+        if not s:
+            continue
+        be = mine.backend.iloc[0]
+        summary.append({"layer": layer, "alpha": info[name]["alpha"], "gamma_variant": info[name]["variant"],
+                        "sae": name, "main": info[name]["main"], "untrained": info[name]["untrained"],
+                        "scorer": p, "backend": be, "model": model_of.get(be, be), **s[0]})
+table = pd.DataFrame(summary).drop(columns=["proxy"])
+write_table(table, out / "rows.csv")
+show = ["sae", "scorer", "n_latents", "mean", "ci_lo", "ci_hi", "shuffled_mean", "random_sae_mean", "margin",
+        "margin_lo", "margin_hi"]
+display(table[show].round(3))
+
+# %%
+fig, ax = plt.subplots(figsize=(10, 3.8))
+plot = scores[scores.proxy.isin([p for p in scores.proxy.unique() if p not in A.EXPLANATION_FREE])]
+sns.boxplot(data=plot, x="proxy", y="score", hue="sae", ax=ax, fliersize=1.5, linewidth=0.8)
+ax.axhline(0.5, color="k", lw=0.8, ls="--")
+ax.set(title=f"Layer {layer}: per-latent scores (dashed: chance); random = random-weight SAE", xlabel="")
+ax.legend(fontsize=7, ncols=3)
+save_figure(fig, out, "scores")
+plt.show()
+
+# %% [markdown]
+# ## Shuffled-explanation control: score − shuffled score per latent
+# A proxy that ignores the explanation shows zero here.
+
+# %%
+sh = scores[scores.shuffled.notna()].assign(signal=lambda d: d.score - d.shuffled)
+display(sh.groupby(["sae", "proxy"]).signal.mean().unstack().round(3))
+
+# %% [markdown]
+# ## Latent cards: a few latents per SAE (explanations, scores, highlighted top windows)
+
+# %%
+def card(name: str, i: int) -> str:
+    """HTML card of record i of SAE `name`."""
+    rec = records[name]
+    lat = int(rec.acts.latents[i])
+    ex = explanations[(explanations.sae == name) & (explanations.row == i)].iloc[0]
+    sc = scores[(scores.sae == name) & (scores.row == i)].set_index("proxy").score.round(2).to_dict()
+    wins = [int(w) for w in rec.test_act[i] if w >= 0]
+    best = sorted(wins, key=lambda w: -rec.window_acts(i, w).max())[:3]
+    flat = tokens.reshape(-1)
+    lines = []
+    for w in best:
+        a = rec.window_acts(i, w)
+        txt = "".join((f"<b style='background:#fd8'>{t}</b>" if a[j] > 0.3 * a.max() else t)
+                      for j, t in enumerate(token_str(int(x)).replace("<", "&lt;")
+                                            for x in flat[rec.windows.positions(w)]))
+        lines.append(f"<li>{txt}</li>")
+    return (f"<div style='border:1px solid #ccc;padding:4px;margin:4px'><b>{name}, latent {lat}</b> — lexical: "
+            f"<code>{ex['lexical']}</code>; context: <code>{ex['context']}</code><br>scores: {sc}<ul>"
+            + "".join(lines) + "</ul></div>")
+
+
+rng = np.random.default_rng(seed)
+html = []
+for name, rec in records.items():
+    if len(rec):
+        html += [card(name, int(i)) for i in rng.choice(len(rec), size=min(n_cards, len(rec)), replace=False)]
+display(HTML("".join(html)))
+
+# %% [markdown]
+# ## Conclusion
+# Numbers for `autointerp_summary` (Table 1 and the claim verdict): `rows.csv` here. Per SAE, which proxies clear
+# the random-weight floor:
+
+# %%
+main = table[(table.sae != "random")]
+clear = main[main.margin_lo > 0].groupby("sae").scorer.apply(lambda s: ", ".join(s)).to_dict()
+display(Markdown("\n".join(f"- **{n}**{' (flagged untrained)' if info[n]['untrained'] else ''}: "
+                           f"{clear.get(n, 'no proxy')} above the random SAE (margin CI > 0)"
+                           for n in topk if n != "random")))
+metrics = {"layer": layer, "n_saes": len(saes), "encode_seconds": t_encode, "score_seconds": t_score,
+           "llm_seconds": t_llm, "total_seconds": time.time() - t_start, "backend": backend,
+           "llm_requests": getattr(llm, "n_requests", None),
+           "llm_settings": llm.settings() if llm is not None else None}
+for r in table.itertuples():
+    metrics[f"{r.sae.replace('/', '_')}_{r.scorer}_mean"] = r.mean
+    metrics[f"{r.sae.replace('/', '_')}_{r.scorer}_margin"] = r.margin
+claims: list = []
+display(Markdown(conclusion_markdown(claims)))
+metrics["claims"] = claims
+write_metrics(out / "metrics.json", metrics, **settings)

@@ -1,0 +1,220 @@
+# %% [markdown]
+# # Auto-interpretability, part 3: Table 1 (layers × α) and the verdict on the paper's claim
+#
+# **Claim** (arXiv 2506.15963, Table 1): WSAE latents are more interpretable. Pythia-160M, Llama-3.1-8B as
+# explainer and scorer (delphi's detection / fuzzing balanced accuracy): mean 76.4 % at α = 0 → 80.2 % at
+# α = 1 (+3.8 points; layer 3: 77.8 → 84.6, layer 8: 74.6 → 81.5).
+#
+# This report collects every layer's scores into `results/tables/autointerp.csv` (per layer, α, Γ variant,
+# scorer, backend: mean with a 95 % bootstrap CI over latents, the shuffled-explanation control, the random-SAE
+# floor and the margin over it with its CI), then:
+#
+# 1. **chooses the offline proxy by measurement**: among offline proxies that pass the planted-latent checks of
+#    `autointerp_checks`, the one whose plain SAE (α = 0) beats the random-weight SAE at every layer (margin CI
+#    excluding 0) with the largest normalised margin. If none does, the offline verdict is "not decidable
+#    offline", with the numbers;
+# 2. builds **Table 1** (layers × α, a mean row, the gain over α = 0 with bootstrap CIs per layer and for the
+#    mean) for that proxy and for every LLM backend that ran;
+# 3. states the verdict **per backend**. An offline proxy is never the paper's metric: its verdict is always "not
+#    decidable here"; a transformers backend with the embedded SmolLM2 is a plumbing check. Only an LLM behind
+#    the OpenAI-compatible backend can reproduce or refute the claim.
+
+# %% tags=["parameters"]
+out_dir = "results/dev/autointerp/summary"
+device = "cpu"
+checks_dir = "results/autointerp/checks"
+layer_dirs = ["results/autointerp/layer4"]
+table = "results/tables/autointerp.csv"
+table1_csv = "results/tables/autointerp_table1.csv"
+proxy = "auto"
+paper_gain = 3.8
+n_boot = 2000
+seed = 0
+
+# %%
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from IPython.display import Markdown, display
+
+from wsae_utils import autointerp as A
+from wsae_utils.plots import save_figure, setup_style
+from wsae_utils.results import claim, conclusion_markdown, read_metrics, write_metrics, write_table
+
+t_start = time.time()
+out = Path(out_dir)
+(out / "figures").mkdir(parents=True, exist_ok=True)
+setup_style()
+settings = {k: globals()[k] for k in ("checks_dir", "layer_dirs", "table", "table1_csv", "proxy", "paper_gain",
+                                      "n_boot", "seed", "device")}
+checks = read_metrics(Path(checks_dir) / "metrics.json")
+rows = pd.concat([pd.read_csv(Path(d) / "rows.csv") for d in layer_dirs], ignore_index=True)
+scores = pd.concat([pd.read_csv(Path(d) / "scores.csv").assign(
+    layer=read_metrics(Path(d) / "metrics.json")["layer"]) for d in layer_dirs], ignore_index=True)
+meta = rows.drop_duplicates(["layer", "sae"]).set_index(["layer", "sae"])[["alpha", "gamma_variant", "main",
+                                                                          "untrained"]]
+scores = scores.join(meta, on=["layer", "sae"])
+cols = ["layer", "alpha", "gamma_variant", "sae", "main", "untrained", "scorer", "backend", "model", "n_latents",
+        "mean", "ci_lo", "ci_hi", "shuffled_mean", "random_sae_mean", "margin", "margin_lo", "margin_hi", "chance"]
+write_table(rows[cols], table)
+display(Markdown(f"{len(rows)} rows from {len(layer_dirs)} layer(s) → `{table}`; backends: "
+                 f"{', '.join(sorted(rows.backend.unique()))}."))
+
+# %% [markdown]
+# ## Which offline proxy can tell a trained SAE from a random one?
+# Per proxy: planted-latent checks, the plain SAE's margin over the random-weight SAE (lowest CI bound over
+# layers, mean margin, and the margin normalised by 1 − chance), shuffled-explanation signal, and where SAEs
+# flagged untrained by `lm_train` land (they should sit near the random floor).
+
+# %%
+planted_ok = checks.get("proxy_passes_planted", {})
+chosen, candidates = A.choose_proxy(rows, planted_ok)
+if proxy != "auto":
+    chosen = proxy if proxy in set(rows.scorer) else None
+main = rows[rows["main"].astype(bool)]
+signal = (main.assign(signal=main["mean"] - main.shuffled_mean).groupby("scorer").signal.mean())
+candidates["shuffled_signal"] = candidates.proxy.map(signal)
+untr = rows[rows.untrained.astype(bool) & (rows.sae != "random")]
+candidates["untrained_margin"] = candidates.proxy.map(untr.groupby("scorer").margin.mean())
+display(candidates.round(3))
+base0 = rows[(rows.alpha == 0) & rows["main"].astype(bool)]
+fig, ax = plt.subplots(figsize=(8, 3.4))
+for j, (_p, g) in enumerate(base0.groupby("scorer")):
+    ax.errorbar(j + 0.1 * (g.layer.rank() - 2), g.margin, yerr=[g.margin - g.margin_lo, g.margin_hi - g.margin],
+                fmt="o", ms=4, capsize=2, label=None)
+ax.set_xticks(range(base0.scorer.nunique()), sorted(base0.scorer.unique()), rotation=20)
+ax.axhline(0, color="k", lw=0.8)
+ax.set(ylabel="margin over random SAE", title="Plain SAE (α = 0) vs random-weight SAE, per layer (95 % CI)")
+save_figure(fig, out, "proxy_margins")
+plt.show()
+
+# %% [markdown]
+# ## Table 1: layers × α
+# Main SAEs only (the plain SAE and the weighted SAEs of the downstream Γ variant); untrained-flagged SAEs are
+# marked. Gains: mean(α) − mean(α = 0), 95 % bootstrap CI (latents resampled within each SAE; the mean row
+# averages the per-layer gains).
+
+# %%
+def llm_scores(s: pd.DataFrame, backend: str) -> pd.DataFrame:
+    """Per latent: the mean of its LLM detection and fuzzing scores (delphi's two scorers)."""
+    b = s[(s.backend == backend) & s.proxy.isin(["llm-detection", "llm-fuzzing"])]
+    return b.groupby(["layer", "alpha", "sae", "latent"], as_index=False).score.mean()
+
+
+tables, gains_all, variants = {}, [], []
+if chosen is not None:
+    variants.append(("offline", chosen, scores[(scores.proxy == chosen) & scores["main"].astype(bool)]))
+for be in sorted(set(scores.backend) - {"offline"}):
+    variants.append((be, "llm (detection + fuzzing)/2", llm_scores(scores[scores["main"].astype(bool)], be)))
+t1_rows = []
+for be, scorer, s in variants:
+    piv, gains = A.table1(s, n_boot, seed)
+    tables[(be, scorer)] = (piv, gains)
+    display(Markdown(f"**{be}: {scorer}**" + (" — a non-LLM proxy, not the paper's metric" if be == "offline"
+                                              else "")))
+    display(piv.round(3))
+    display(gains.round(3))
+    for layer_, r in piv.iterrows():
+        for a, v in r.items():
+            g = gains[(gains.layer.astype(str) == str(layer_)) & (gains.alpha == a)]
+            t1_rows.append({"backend": be, "scorer": scorer, "layer": layer_, "alpha": a, "mean": v,
+                            "gain_vs_alpha0": g.gain.iloc[0] if len(g) else np.nan,
+                            "gain_ci_lo": g.ci_lo.iloc[0] if len(g) else np.nan,
+                            "gain_ci_hi": g.ci_hi.iloc[0] if len(g) else np.nan})
+t1 = pd.DataFrame(t1_rows, columns=["backend", "scorer", "layer", "alpha", "mean", "gain_vs_alpha0", "gain_ci_lo",
+                                    "gain_ci_hi"])
+write_table(t1, table1_csv)
+if not variants:
+    display(Markdown("No offline proxy cleared the random-weight floor at every layer, and no LLM backend ran: "
+                     "**no Table 1 can be built offline** (see the proxy table above)."))
+
+# %%
+fig, axes = plt.subplots(1, max(1, len(variants)), figsize=(5.5 * max(1, len(variants)), 3.6), squeeze=False)
+for ax, (be, scorer, s) in zip(axes[0], variants, strict=False):
+    for layer_, g in s.groupby("layer"):
+        m = g.groupby("alpha").score.agg(["mean", "sem"])
+        ax.errorbar(m.index, m["mean"], yerr=1.96 * m["sem"], marker="o", capsize=2, label=f"layer {layer_}")
+    if be == "offline":
+        fl = rows[(rows.scorer == scorer) & (rows.sae != "random")].groupby("layer").random_sae_mean.first()
+        for v in fl.to_numpy():
+            ax.axhline(v, ls=":", lw=0.8, color="grey")
+    ax.set(xlabel="α", ylabel="score", title=f"{be}: {scorer}" + (" (proxy; dotted: random SAE)"
+                                                                    if be == "offline" else ""))
+    ax.legend(fontsize=7)
+save_figure(fig, out, "table1")
+plt.show()
+
+# %% [markdown]
+# ## Conclusion
+
+# %%
+amax = max((a for a in rows.alpha.dropna().unique()), default=0.0)
+claims, metrics = [], {"chosen_proxy": chosen, "n_rows": len(rows), "n_layers": len(layer_dirs)}
+
+
+def gain_text(gains: pd.DataFrame) -> str:
+    """Per-layer and mean gains at the largest α."""
+    g = gains[gains.alpha == amax]
+    return "; ".join(f"{'mean' if r.layer == 'mean' else 'layer ' + str(r.layer)}: {r.gain:+.3f} "
+                     f"[{r.ci_lo:+.3f}, {r.ci_hi:+.3f}]" for r in g.itertuples())
+
+
+cand = candidates.set_index("proxy")
+margins = "; ".join(f"{p}: α=0 margin {r.mean_margin:+.3f} (lowest CI bound {r.min_margin_lo:+.3f})"
+                    for p, r in cand.iterrows())
+if chosen is not None:
+    piv, gains = tables[("offline", chosen)]
+    gm = gains[(gains.layer == "mean") & (gains.alpha == amax)]
+    metrics.update({"offline_gain_mean": float(gm.gain.iloc[0]) if len(gm) else None,
+                    "offline_gain_lo": float(gm.ci_lo.iloc[0]) if len(gm) else None,
+                    "offline_gain_hi": float(gm.ci_hi.iloc[0]) if len(gm) else None,
+                    "offline_proxy_margin": float(cand.loc[chosen, "mean_margin"])})
+    claims.append(claim(
+        "lm-table1",
+        f"Offline, non-LLM proxy '{chosen}' (chosen by its trained-vs-random-SAE margin; planted latents as "
+        f"expected): gain of α = {amax:g} over α = 0, mean over layers with a 95 % bootstrap CI over latents. It "
+        "would read as support if the CI were above 0 — but a proxy is not the paper's LLM metric.",
+        f"{chosen}: α=0 margin over the random SAE {cand.loc[chosen, 'mean_margin']:+.3f}; gains {gain_text(gains)}. "
+        f"Mean table row: " + ", ".join(f"α={a:g}: {v:.3f}" for a, v in piv.loc["mean"].items()),
+        "not decidable here",
+        "The paper's score is an LLM's detection/fuzzing accuracy (Llama-3.1-8B); no capable LLM installs offline. "
+        "The proxy measures how well token/context rules or MiniLM similarity separate a latent's windows, a "
+        "different quantity; do not read its direction as the paper's."))
+else:
+    claims.append(claim(
+        "lm-table1", "Offline proxies, each required to beat a random-weight SAE of the same shape at every layer "
+        "(margin CI > 0) and to pass the planted-latent checks.",
+        f"No proxy qualifies: {margins}.", "not decidable here",
+        "Not decidable offline: no offline proxy tells a trained SAE from a random one here, so it cannot rank α."))
+for be, scorer, _s in variants:
+    if be == "offline":
+        continue
+    piv, gains = tables[(be, scorer)]
+    gm = gains[(gains.layer == "mean") & (gains.alpha == amax)]
+    lo, hi = (float(gm.ci_lo.iloc[0]), float(gm.ci_hi.iloc[0])) if len(gm) else (np.nan, np.nan)
+    model = rows[rows.backend == be].model.iloc[0]
+    if be != "openai":
+        verdict, why = "not decidable here", f"{be} backend ({model}) is a plumbing check, not a capable judge."
+    elif lo > 0:
+        verdict, why = "reproduced", "the mean gain's CI is above 0."
+    elif hi < paper_gain / 100:
+        verdict, why = "not reproduced", f"the CI excludes the paper's +{paper_gain} points."
+    else:
+        verdict, why = "not decidable here", "the CI includes both 0 and the paper's gain: more latents needed."
+    metrics.update({f"{be}_gain_mean": float(gm.gain.iloc[0]) if len(gm) else None, f"{be}_gain_lo": lo,
+                    f"{be}_gain_hi": hi})
+    claims.append(claim(
+        "lm-table1", f"LLM auto-interp with {model} ({be} backend), per latent (detection + fuzzing)/2 balanced "
+        f"accuracy; gain of α = {amax:g} over α = 0, mean over layers, 95 % bootstrap CI. Reproduced if the CI is "
+        f"above 0; not reproduced if it lies below the paper's +{paper_gain} points.",
+        f"gains {gain_text(gains)}; mean row " + ", ".join(f"α={a:g}: {v:.3f}" for a, v in piv.loc["mean"].items()),
+        verdict, why))
+display(Markdown(f"Chosen offline proxy: **{chosen or 'none (not decidable offline)'}**. Proxy margins at α = 0: "
+                 f"{margins}."))
+metrics["total_seconds"] = time.time() - t_start
+display(Markdown(conclusion_markdown(claims)))
+metrics["claims"] = claims
+write_metrics(out / "metrics.json", metrics, **settings)

@@ -1,0 +1,102 @@
+"""Auto-interp notebooks end to end on a synthetic activation cache: checks → layer → summary (offline proxies),
+and an unreachable OpenAI-compatible server failing fast without leaving a table."""
+
+import json
+import socket
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.numpy import save_file
+
+from wsae_utils.export import save_sae
+from wsae_utils.nbrun import NotebookError, execute_notebook
+from wsae_utils.sae import SAEConfig, SparseAutoencoder
+
+pytestmark = pytest.mark.slow
+
+N_CTX, CTX, D, LAYER = 24, 33, 16, 3
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A fake activation cache (tokens, meta, one layer's shards) and two SAEs with lm_train's rows.csv."""
+    root = tmp_path_factory.mktemp("ai")
+    acts = root / "acts"
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(40, 100, (N_CTX, CTX)).astype(np.int32)
+    tokens[:, 0] = 0
+    (acts / f"layer{LAYER}").mkdir(parents=True)
+    save_file({"heldout": tokens, "train": tokens}, str(acts / "tokens.safetensors"))
+    emb = rng.normal(size=(256, D)).astype(np.float32)
+    x = emb[tokens] + 0.1 * rng.normal(size=(N_CTX, CTX, D)).astype(np.float32)
+    shards = []
+    for i, s in enumerate(range(0, N_CTX, 8)):
+        save_file({"acts": x[s:s + 8]}, str(acts / f"layer{LAYER}" / f"heldout-{i:05d}.safetensors"))
+        shards.append({"index": i, "start": s, "n_contexts": 8})
+    meta = {"model": "pythia-160m-random", "model_cache": str(root / "models"), "layers": [LAYER],
+            "splits": {"heldout": {"documents": ["synthetic"], "n_contexts": N_CTX, "shards": shards}}}
+    (acts / "meta.json").write_text(json.dumps(meta))
+    rows = []
+    for a in (0.0, 1.0):
+        sae = SparseAutoencoder(SAEConfig(d_in=D, n_latents=32, activation="topk", k=4), seed=int(a))
+        with torch.no_grad():
+            sae.W_enc.copy_(torch.from_numpy(emb[40:72] / np.linalg.norm(emb[40:72], axis=1, keepdims=True)))
+        d = root / "saes" / f"layer{LAYER}" / f"alpha{a:g}"
+        save_sae(sae, d, alpha=a, model_name="x", hook_name="h", context_size=CTX,
+                 extra={"layer": LAYER, "variant": "paper" if a == 0 else "cap", "untrained": False})
+        rows.append({"sae": f"{'paper' if a == 0 else 'cap'}/alpha{a:g}", "variant": "paper" if a == 0 else "cap",
+                     "alpha": a, "untrained": False, "dir": str(d)})
+    pd.DataFrame(rows).to_csv(root / "train_rows.csv", index=False)
+    return root
+
+
+SMALL = {"window": 8, "n_explain": 6, "n_explain_non": 4, "n_test_act": 6, "n_test_non": 6, "n_quantiles": 2,
+         "n_boot": 200, "embed": False, "max_contexts": 0}
+
+
+def _run(name, out, params):
+    return execute_notebook(f"notebooks/{name}.py", out / "report.ipynb", {"out_dir": str(out), **params},
+                            log_path=out / "run.log")
+
+
+def test_offline_pipeline_builds_table_and_verdict(cache):
+    checks = cache / "out" / "checks"
+    _run("autointerp_checks", checks, {"acts_dir": str(cache / "acts"), **SMALL})
+    layer = cache / "out" / f"layer{LAYER}"
+    _run("autointerp_layer", layer, {"acts_dir": str(cache / "acts"), "checks_dir": str(checks), "layer": LAYER,
+                                     "train_rows": str(cache / "train_rows.csv"), "sae_root": str(cache / "saes"),
+                                     "n_latents": 6, "min_windows": 4, "extra_variants": []})
+    rows = pd.read_csv(layer / "rows.csv")
+    assert set(rows.sae) == {"paper/alpha0", "cap/alpha1", "random"}
+    assert {"margin", "margin_lo", "margin_hi", "random_sae_mean", "shuffled_mean"} <= set(rows.columns)
+    summary = cache / "out" / "summary"
+    table = cache / "out" / "autointerp.csv"
+    _run("autointerp_summary", summary, {"checks_dir": str(checks), "layer_dirs": [str(layer)], "table": str(table),
+                                         "table1_csv": str(cache / "out" / "t1.csv"), "n_boot": 200})
+    t = pd.read_csv(table)
+    assert {"layer", "alpha", "gamma_variant", "scorer", "backend", "model", "n_latents", "mean", "ci_lo", "ci_hi",
+            "shuffled_mean", "random_sae_mean", "margin", "margin_lo", "margin_hi"} <= set(t.columns)
+    claims = json.loads((summary / "metrics.json").read_text())["claims"]
+    assert claims and all(c["id"] == "lm-table1" and c["verdict"] == "not decidable here" for c in claims)
+
+
+def test_unreachable_llm_server_fails_fast_without_table(cache):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = cache / "dead" / "checks"
+    t0 = time.time()
+    with pytest.raises(NotebookError, match="no OpenAI-compatible server answers"):
+        _run("autointerp_checks", out, {"acts_dir": str(cache / "acts"), **SMALL, "backend": "openai",
+                                        "base_url": f"http://127.0.0.1:{port}/v1"})
+    assert time.time() - t0 < 30
+    assert not (out / "metrics.json").exists() and not (out / "rows.csv").exists()
+    layer = cache / "dead" / "layer"
+    with pytest.raises(NotebookError, match="no OpenAI-compatible server answers"):
+        _run("autointerp_layer", layer, {"acts_dir": str(cache / "acts"), "checks_dir": str(out), "layer": LAYER,
+                                         "train_rows": str(cache / "train_rows.csv"), "backend": "openai",
+                                         "llm_model": "m", "base_url": f"http://127.0.0.1:{port}/v1"})
+    assert not (layer / "rows.csv").exists() and not (layer / "scores.csv").exists()
