@@ -143,9 +143,12 @@ scores["planted"] = [names[i] for i in scores.row]
 expl_table = pd.DataFrame(expl).assign(planted=names, active_windows=counts)
 
 
+testable = {n: bool(c >= 4) for n, c in zip(names, counts, strict=True)}  # a pattern absent from the text: untested
+
+
 def expected(name: str, proxy: str) -> tuple[float, float] | None:
-    """Expected range of a planted latent under a proxy (None: no expectation stated)."""
-    return A.PLANTED_EXPECTED.get(name, {}).get(proxy)
+    """Expected range of a planted latent under a proxy (None: none stated, or the pattern is too rare here)."""
+    return A.PLANTED_EXPECTED.get(name, {}).get(proxy) if testable[name] else None
 
 
 scores["expected"] = [expected(n, p) for n, p in zip(scores.planted, scores.proxy, strict=True)]
@@ -175,8 +178,10 @@ ctl = scores[scores.shuffled.notna()].pivot(index="planted", columns="proxy", va
 display(ctl.round(3))
 checked = scores[scores.as_expected.notna()]
 failed = checked[~checked.as_expected.astype(bool)]
+rare = [n for n, ok in testable.items() if not ok]
 display(Markdown(
-    f"**{len(checked) - len(failed)} of {len(checked)}** planted-latent expectations hold"
+    (f"Too rare in these tokens to test (< 4 windows): {', '.join(rare)}. " if rare else "")
+    + f"**{len(checked) - len(failed)} of {len(checked)}** planted-latent expectations hold"
     + ("." if failed.empty else ": failing " + ", ".join(
         f"{r.planted}/{r.proxy} = {r.score:.2f} (expected {r.expected[0]}–{r.expected[1]})"
         for r in failed.itertuples()) + ".")))
@@ -196,7 +201,8 @@ for p in A.OFFLINE_PROXIES:
         # classes beat it: digit and comma above chance + 0.1
         g = scores[scores.proxy == p].set_index("planted").score
         ch = A.OFFLINE_PROXIES[p][1]
-        proxy_ok[p] = bool(abs(g["random"] - ch) <= 0.1 and min(g["digit"], g["comma"]) >= ch + 0.1)
+        classes = [g[n] for n in ("digit", "comma") if testable[n]]
+        proxy_ok[p] = bool(abs(g["random"] - ch) <= 0.1 and classes and min(classes) >= ch + 0.1)
 display(pd.DataFrame({"proxy": list(proxy_ok), "passes planted checks": list(proxy_ok.values())}))
 metrics = {"n_contexts": n_ctx, "n_windows": windows.n, "embed_seconds": t_embed,
            "total_seconds": time.time() - t_start, "n_expectations": int(len(checked)),
@@ -206,4 +212,4 @@ for r in scores.itertuples():
 claims: list = []
 display(Markdown(conclusion_markdown(claims)))
 metrics["claims"] = claims
-write_metrics(out / "metrics.json", metrics, **settings)
+metrics_path = write_metrics(out / "metrics.json", metrics, **settings)

@@ -197,7 +197,7 @@ if llm is not None:
 t_llm = time.time() - t0
 write_table(scores, out / "scores.csv")
 explanations = pd.DataFrame(all_expl)
-write_table(explanations, out / "explanations.csv")
+explanations_path = write_table(explanations, out / "explanations.csv")
 
 # %% [markdown]
 # ## Per SAE and proxy: mean with a 95 % CI, shuffled control, random-SAE floor, margin over it
@@ -296,4 +296,4 @@ for r in table.itertuples():
 claims: list = []
 display(Markdown(conclusion_markdown(claims)))
 metrics["claims"] = claims
-write_metrics(out / "metrics.json", metrics, **settings)
+metrics_path = write_metrics(out / "metrics.json", metrics, **settings)

@@ -217,4 +217,4 @@ display(Markdown(f"Chosen offline proxy: **{chosen or 'none (not decidable offli
 metrics["total_seconds"] = time.time() - t_start
 display(Markdown(conclusion_markdown(claims)))
 metrics["claims"] = claims
-write_metrics(out / "metrics.json", metrics, **settings)
+metrics_path = write_metrics(out / "metrics.json", metrics, **settings)
