@@ -181,6 +181,11 @@ t0 = time.time()
 llm_rows = []
 if llm is not None:
     cfg = C.LLMScoreConfig(n_explain_shown=protocol["record"]["n_explain"], per_prompt=per_prompt, seed=seed)
+    ex = ["<excerpt with <<highlighted>> tokens>"] * 2
+    (out / "llm_prompts.json").write_text(json.dumps({
+        "settings": llm.settings(), "protocol": protocol, "score_config": vars(cfg),
+        "explain": C.explain_messages(ex), "detection": C.detection_messages("<explanation>", ex),
+        "fuzzing": C.fuzz_messages("<explanation>", ex)}, indent=1))
     for name, rec in records.items():
         rows_i = list(range(min(n_llm_latents, len(rec))))
         expl = C.llm_explain(llm, rec, rows_i, token_str, tokens, cfg)

@@ -100,3 +100,47 @@ def test_unreachable_llm_server_fails_fast_without_table(cache):
                                          "train_rows": str(cache / "train_rows.csv"), "backend": "openai",
                                          "llm_model": "m", "base_url": f"http://127.0.0.1:{port}/v1"})
     assert not (layer / "rows.csv").exists() and not (layer / "scores.csv").exists()
+
+
+def test_llm_backend_through_loopback_server_and_key_never_written(cache, monkeypatch):
+    from test_autointerp import _Server
+
+    def answer(body):
+        text = body["messages"][-1]["content"]
+        if "Reply as 'Explanation:" in text:
+            return "Explanation: some tokens"
+        n = int(text.split("For each of the ")[1].split()[0])
+        return str([j % 2 for j in range(n)])
+
+    secret = "sk-loopback-SECRET-0987654321"
+    monkeypatch.setenv("WSAE_TEST_KEY", secret)
+    server = _Server(answer)
+    try:
+        out = cache / "llm"
+        llm = {"backend": "openai", "base_url": server.url, "api_key_env": "WSAE_TEST_KEY"}
+        _run("autointerp_checks", out / "checks", {"acts_dir": str(cache / "acts"), **SMALL, **llm})
+        _run("autointerp_layer", out / "layer", {
+            "acts_dir": str(cache / "acts"), "checks_dir": str(out / "checks"), "layer": LAYER,
+            "train_rows": str(cache / "train_rows.csv"), "sae_root": str(cache / "saes"), "n_latents": 4,
+            "min_windows": 4, "extra_variants": [], "llm_model": "scripted", "n_llm_latents": 2, **llm})
+        n_requests = len(server.requests)
+        assert n_requests > 0 and server.headers[-1]["Authorization"] == f"Bearer {secret}"
+        rows = pd.read_csv(out / "layer" / "rows.csv")
+        llm_rows = rows[rows.scorer.str.startswith("llm-")]
+        assert set(llm_rows.backend) == {"openai"} and set(llm_rows.model) == {"scripted"}
+        assert (llm_rows.n_latents <= 2).all() and (out / "layer" / "llm_prompts.json").exists()
+        _run("autointerp_summary", out / "summary", {
+            "checks_dir": str(out / "checks"), "layer_dirs": [str(out / "layer")], "table": str(out / "t.csv"),
+            "table1_csv": str(out / "t1.csv"), "n_boot": 200})
+        claims = json.loads((out / "summary" / "metrics.json").read_text())["claims"]
+        assert any("scripted" in c["test"] for c in claims)
+        # a rerun of the layer is answered from the cache
+        _run("autointerp_layer", out / "layer", {
+            "acts_dir": str(cache / "acts"), "checks_dir": str(out / "checks"), "layer": LAYER,
+            "train_rows": str(cache / "train_rows.csv"), "sae_root": str(cache / "saes"), "n_latents": 4,
+            "min_windows": 4, "extra_variants": [], "llm_model": "scripted", "n_llm_latents": 2, **llm})
+        assert len(server.requests) == n_requests
+    finally:
+        server.close()
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert files and not [p for p in files if secret.encode() in p.read_bytes()]
