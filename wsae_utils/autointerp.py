@@ -418,16 +418,22 @@ def explain_rules(records: Records, i: int, tokens: np.ndarray, cfg: ExplainerCo
     hl = acts > records.meta.get("config", {}).get("highlight_frac", 0.3) * acts.max()
     keys = feature_keys(tokens, flat, tuple(cfg.families), cfg.near)
     uniq, inv = np.unique(keys, return_inverse=True)
-    inv = inv.reshape(keys.shape)
-    valid = uniq >= 0
-    # occurrences per position counted once per key (the `near` columns can repeat a key)
-    occ = np.zeros((len(flat), len(uniq)), bool)
-    occ[np.repeat(np.arange(len(flat)), keys.shape[1]), inv.reshape(-1)] = True
-    occ[:, ~valid] = False
-    pos_n, all_n = occ[hl].sum(0), occ.sum(0)
+    n_u = len(uniq)
+    # (position, key) pairs, each counted once (the `near` columns can repeat a key); −1 keys are undefined
+    pairs = np.unique(np.repeat(np.arange(len(flat), dtype=np.int64), keys.shape[1]) * n_u + inv.reshape(-1))
+    p_idx, k_idx = pairs // n_u, pairs % n_u
+    keep = uniq[k_idx] >= 0
+    p_idx, k_idx = p_idx[keep], k_idx[keep]
+    all_n = np.bincount(k_idx, minlength=n_u)
+    pos_n = np.bincount(k_idx[hl[p_idx]], minlength=n_u)
     prec = pos_n / (all_n + 1.0)  # +1: one unseen counter-example, so 2/2 does not beat 40/45
     cand = np.flatnonzero((pos_n >= cfg.min_support) & (prec >= cfg.min_precision))
-    hl_occ = occ[hl][:, cand]
+    row_of = np.cumsum(hl) - 1
+    col_of = np.full(n_u, -1)
+    col_of[cand] = np.arange(len(cand))
+    sel = hl[p_idx] & (col_of[k_idx] >= 0)
+    hl_occ = np.zeros((int(hl.sum()), len(cand)), bool)
+    hl_occ[row_of[p_idx[sel]], col_of[k_idx[sel]]] = True
     covered = np.zeros(hl.sum(), bool)
     chosen: list[int] = []
     while cand.size and len(chosen) < cfg.max_rules and covered.mean() < cfg.coverage:
@@ -486,28 +492,54 @@ def detection_items(records: Records, i: int) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(a + n, np.int64), np.asarray([True] * len(a) + [False] * len(n))
 
 
-def _window_hits(expl: RuleExplanation, records: Records, wins: list[int], tokens: np.ndarray) -> list[np.ndarray]:
-    """Per window, whether each of its tokens matches the explanation (one vectorised pass)."""
-    pos = [records.windows.positions(w) for w in wins]
-    if not pos:
-        return []
-    hits = expl.match(tokens, np.concatenate(pos))
-    return np.split(hits, np.cumsum([len(p) for p in pos])[:-1])
+@dataclass
+class RuleTestSet:
+    """Record i's detection / fuzzing examples with the feature keys of their tokens, built once and scored
+    against any rule explanation (the real one and the shuffled control)."""
+
+    det_labels: np.ndarray  # [n_windows] activating?
+    starts: np.ndarray  # [n_windows] offsets of each window in the concatenated tokens
+    keys: np.ndarray  # [n_tokens, F] feature keys
+    fz_labels: np.ndarray  # [n_windows] real highlights?
+    fz_hl: np.ndarray  # [n_tokens] highlighted in the fuzzing version of the window
+
+    @classmethod
+    def build(cls, records: Records, i: int, tokens: np.ndarray, families: tuple[str, ...], near: int = 4,
+              seed: int = 0) -> RuleTestSet:
+        """Keys of the test windows (activating first, then silent: the order of both test sets)."""
+        wins, labels = detection_items(records, i)
+        items = fuzz_items(records, i, seed)
+        assert [it.win for it in items] == wins.tolist()
+        pos = [records.windows.positions(w) for w in wins]
+        flat = np.concatenate(pos) if pos else np.zeros(0, np.int64)
+        starts = np.concatenate([[0], np.cumsum([len(p) for p in pos])[:-1]]).astype(np.int64) if pos else flat
+        hl = np.concatenate([it.highlight for it in items]) if items else np.zeros(0, bool)
+        return cls(labels, starts, feature_keys(tokens, flat, families, near),
+                   np.asarray([it.label for it in items], bool), hl)
+
+    def scores(self, expl: RuleExplanation) -> tuple[float, float]:
+        """(detection, fuzzing) balanced accuracy of a rule explanation.
+
+        Detection: the window contains a matching token. Fuzzing: at least half its highlighted tokens match.
+        """
+        if len(self.starts) == 0:
+            return float("nan"), float("nan")
+        m = np.isin(self.keys, expl.keys).any(1) if len(expl.keys) else np.zeros(len(self.keys), bool)
+        det = np.logical_or.reduceat(m, self.starts)
+        n_hl = np.add.reduceat(self.fz_hl.astype(np.int64), self.starts)
+        n_match = np.add.reduceat((m & self.fz_hl).astype(np.int64), self.starts)
+        fuzz = n_match >= 0.5 * np.maximum(n_hl, 1)
+        return balanced_accuracy(self.det_labels, det), balanced_accuracy(self.fz_labels, fuzz)
 
 
 def rule_detection(expl: RuleExplanation, records: Records, i: int, tokens: np.ndarray) -> float:
     """Balanced accuracy of 'the window contains a token matching the explanation'."""
-    wins, labels = detection_items(records, i)
-    pred = [bool(h.any()) for h in _window_hits(expl, records, list(wins), tokens)]
-    return balanced_accuracy(labels, pred)
+    return RuleTestSet.build(records, i, tokens, expl.families, expl.near).scores(expl)[0]
 
 
 def rule_fuzzing(expl: RuleExplanation, records: Records, i: int, tokens: np.ndarray, seed: int = 0) -> float:
     """Balanced accuracy of 'most highlighted tokens match the explanation' on the fuzzing set."""
-    items = fuzz_items(records, i, seed)
-    hits = _window_hits(expl, records, [it.win for it in items], tokens)
-    pred = [bool(h[it.highlight].mean() >= 0.5) for h, it in zip(hits, items, strict=True)]
-    return balanced_accuracy([it.label for it in items], pred)
+    return RuleTestSet.build(records, i, tokens, expl.families, expl.near, seed).scores(expl)[1]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -647,13 +679,11 @@ def score_offline(records: Records, tokens: np.ndarray, token_str: Callable[[int
         lat = int(records.acts.latents[i])
         j = int(perm[i])
         expl.append({"row": i, "latent": lat, "lexical": lex[i].text, "context": ctx[i].text})
-        for name, ex in (("lexical", lex), ("context", ctx)):
-            rows.append({"row": i, "latent": lat, "proxy": f"{name}-detection",
-                         "score": rule_detection(ex[i], records, i, tokens),
-                         "shuffled": rule_detection(ex[j], records, i, tokens)})
-            rows.append({"row": i, "latent": lat, "proxy": f"{name}-fuzzing",
-                         "score": rule_fuzzing(ex[i], records, i, tokens, seed),
-                         "shuffled": rule_fuzzing(ex[j], records, i, tokens, seed)})
+        for name, ex, cfg in (("lexical", lex, lexical), ("context", ctx, context)):
+            test = RuleTestSet.build(records, i, tokens, tuple(cfg.families), cfg.near, seed)
+            (d, f), (ds, fs) = test.scores(ex[i]), test.scores(ex[j])
+            rows.append({"row": i, "latent": lat, "proxy": f"{name}-detection", "score": d, "shuffled": ds})
+            rows.append({"row": i, "latent": lat, "proxy": f"{name}-fuzzing", "score": f, "shuffled": fs})
         if vecs is not None and win_vecs is not None:
             wv = {int(w): win_vecs[int(w)] for w in detection_items(records, i)[0]}
             base = {"row": i, "latent": lat}
