@@ -1,14 +1,15 @@
 # %% [markdown]
 # # Auto-interpretability, part 2: the SAEs of one layer, every α, against a random-weight SAE
 #
-# For each SAE of this layer (the plain SAE α = 0 and the weighted SAEs, plus the extra Γ variants named in
-# `extra_variants`) and for a **random-weight SAE of the same shape and k** (the floor), one pass over the cached
-# held-out activations gives every latent's sparse activations. `n_latents` latents are then sampled (seeded,
-# the same procedure for every SAE) among those active in at least `min_windows` windows; each gets explanation
-# windows across activation quantiles and disjoint activating + silent test windows (protocol of
-# `autointerp_checks`, stored with the records). Every latent is scored by every offline proxy, also with a
-# **shuffled explanation** (another latent's), and, when `backend` is an LLM, by the LLM explainer and its
-# detection / fuzzing judgements.
+# For each SAE of this layer (the plain SAE α = 0 and the weighted SAEs, plus the extra SAEs named in
+# `extra_saes`, e.g. the paper's raw Γ at α = 1, which can barely move from its initialisation) and for a
+# **random-weight SAE of the same shape and k** (the floor), one pass over the cached held-out activations
+# gives every latent's sparse activations. `n_latents` latents are then sampled (seeded, the same procedure for
+# every SAE) among those active in at least `min_windows` windows; each gets explanation windows across
+# activation quantiles and disjoint activating + silent test windows (protocol of `autointerp_checks`, stored
+# with the records). Every latent is scored by every offline proxy, also with a **shuffled explanation**
+# (another latent's), and, when `backend` is an LLM, by the LLM explainer and its detection / fuzzing
+# judgements.
 #
 # The offline proxies are **not** the paper's LLM metric. Their validity (planted latents) is in
 # `autointerp_checks`; their ability to tell a trained SAE from a random one is measured here (margin over
@@ -23,7 +24,7 @@ acts_dir = "results/lm/acts"
 checks_dir = "results/autointerp/checks"
 train_rows = "results/lm/train/layer4/rows.csv"
 sae_root = "results/lm/saes"
-extra_variants = ["paper"]
+extra_saes = ["paper/alpha1"]
 n_latents = 100
 min_windows = 60
 random_sae_seed = 1234
@@ -67,7 +68,7 @@ t_start = time.time()
 out, dev = start_run(out_dir, seed, device, num_threads)
 setup_style()
 settings = {k: globals()[k] for k in (
-    "layer", "acts_dir", "checks_dir", "train_rows", "sae_root", "extra_variants", "n_latents", "min_windows",
+    "layer", "acts_dir", "checks_dir", "train_rows", "sae_root", "extra_saes", "n_latents", "min_windows",
     "random_sae_seed", "backend", "llm_model", "base_url", "api_key_env", "concurrency", "max_retries", "timeout_s",
     "temperature", "max_tokens", "per_prompt", "n_llm_latents", "n_cards", "seed", "num_threads", "device")}
 llm = None
@@ -109,7 +110,10 @@ context_cfg = A.ExplainerConfig(**{**protocol["context"], "families": tuple(prot
 trained = pd.read_csv(train_rows)
 root = Path(sae_root).resolve()
 trained["main"] = [Path(d).resolve().is_relative_to(root) for d in trained["dir"]]
-chosen = trained[trained.main | trained.variant.isin(extra_variants)].copy()
+chosen = trained[trained.main | trained.sae.isin(extra_saes)].copy()
+missing = sorted(set(extra_saes) - set(trained.sae))
+if missing:
+    display(Markdown(f"Extra SAEs not trained in this run (skipped): {', '.join(missing)}."))
 saes, info = {}, {}
 for r in chosen.itertuples():
     sae, side = load_sae(r.dir, dev)

@@ -68,7 +68,7 @@ def test_offline_pipeline_builds_table_and_verdict(cache):
     layer = cache / "out" / f"layer{LAYER}"
     _run("autointerp_layer", layer, {"acts_dir": str(cache / "acts"), "checks_dir": str(checks), "layer": LAYER,
                                      "train_rows": str(cache / "train_rows.csv"), "sae_root": str(cache / "saes"),
-                                     "n_latents": 6, "min_windows": 4, "extra_variants": []})
+                                     "n_latents": 6, "min_windows": 4, "extra_saes": []})
     rows = pd.read_csv(layer / "rows.csv")
     assert set(rows.sae) == {"paper/alpha0", "cap/alpha1", "random"}
     assert {"margin", "margin_lo", "margin_hi", "random_sae_mean", "shuffled_mean"} <= set(rows.columns)
@@ -122,7 +122,7 @@ def test_llm_backend_through_loopback_server_and_key_never_written(cache, monkey
         _run("autointerp_layer", out / "layer", {
             "acts_dir": str(cache / "acts"), "checks_dir": str(out / "checks"), "layer": LAYER,
             "train_rows": str(cache / "train_rows.csv"), "sae_root": str(cache / "saes"), "n_latents": 4,
-            "min_windows": 4, "extra_variants": [], "llm_model": "scripted", "n_llm_latents": 2, **llm})
+            "min_windows": 4, "extra_saes": [], "llm_model": "scripted", "n_llm_latents": 2, **llm})
         n_requests = len(server.requests)
         assert n_requests > 0 and server.headers[-1]["Authorization"] == f"Bearer {secret}"
         rows = pd.read_csv(out / "layer" / "rows.csv")
@@ -138,7 +138,7 @@ def test_llm_backend_through_loopback_server_and_key_never_written(cache, monkey
         _run("autointerp_layer", out / "layer", {
             "acts_dir": str(cache / "acts"), "checks_dir": str(out / "checks"), "layer": LAYER,
             "train_rows": str(cache / "train_rows.csv"), "sae_root": str(cache / "saes"), "n_latents": 4,
-            "min_windows": 4, "extra_variants": [], "llm_model": "scripted", "n_llm_latents": 2, **llm})
+            "min_windows": 4, "extra_saes": [], "llm_model": "scripted", "n_llm_latents": 2, **llm})
         assert len(server.requests) == n_requests
     finally:
         server.close()
