@@ -12,13 +12,19 @@ BIN := $(VENV)/bin
 RES := resources
 DEBS := $(RES)/debs
 
-.PHONY: run test setup setup-test data lint dry-run clean-results
+.PHONY: run test setup setup-test data lint dry-run clean-results bench
 
 run: setup data
 	$(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES) $(SNAKEMAKE_ARGS)
 
 test: setup-test data
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# SAE-step benchmark vs SAELens and sparsify (minutes; by hand, never in the tests). BENCH_ARGS="--shapes toy" etc.
+BENCH_ARGS ?=
+bench: setup
+	$(BIN)/pip install -q -e ".[workflow,bench]"
+	$(BIN)/python benchmarks/sae_step.py --out results/bench/sae_step $(BENCH_ARGS)
 
 dry-run: setup
 	$(BIN)/snakemake -n $(SNAKEMAKE_ARGS)

@@ -9,7 +9,7 @@ def test_environment_matches_pyproject():
     with open("pyproject.toml", "rb") as f:
         project = tomllib.load(f)["project"]
     declared = set(project["dependencies"])
-    for extra in ("workflow", "test"):
+    for extra in ("workflow", "test", "bench"):
         declared |= set(project["optional-dependencies"][extra])
     with open("environment.yml") as f:
         env = yaml.safe_load(f)

@@ -122,3 +122,67 @@ def test_auxk_only_uses_dead_latents_and_no_bias():
         sae.W_dec[:3] = 0
     expected = min(3 / 2, 1.0) * resid.pow(2).sum() / (resid - resid.mean(0)).pow(2).sum()
     assert auxk_loss(sae, x, resid, dead, k_aux=2).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("d_in", [12, 80])  # narrow rows take the index_add path, wide ones embedding_bag's kernels
+@pytest.mark.parametrize("tied", [False, True])
+def test_fused_topk_step_matches_dense_autograd(d_in, tied):
+    sae = _sae(d_in=d_in, n_latents=96, k=7, tied=tied)
+    x = torch.randn(50, d_in)
+    gamma = torch.rand(d_in) + 0.5
+    out = sae(x)
+    loss = reconstruction_loss(x, out.x_hat, gamma)
+    loss.backward()
+    fused = {n: p.grad.clone() for n, p in sae.named_parameters() if p.grad is not None}
+    sae.zero_grad()
+    dense = reconstruction_loss(x, sae.decode(sae.encode(x)), gamma)
+    dense.backward()
+    assert torch.allclose(loss, dense, rtol=1e-5)
+    assert ((sae.encode(x) != 0).sum(-1) <= 7).all()
+    for n, p in sae.named_parameters():
+        if p.grad is not None:
+            assert torch.allclose(p.grad, fused[n], rtol=1e-4, atol=1e-5), n
+
+
+def test_topk_selection_small_k_path_matches_torch_topk():
+    from wsae_utils.sae import _topk_idx
+
+    pre = torch.randn(300, 200)
+    for k in (1, 2, 4):  # 64·k > 200: the argmax rounds run
+        got = _topk_idx(pre, k).sort(-1).values
+        assert torch.equal(got, pre.topk(k, dim=-1).indices.sort(-1).values)
+
+
+def test_chunked_selection_is_identical():
+    sae = _sae(d_in=80, n_latents=96, k=7)
+    x = torch.randn(50, 80)
+    ref = sae(x)
+    sae.chunk_rows = 16
+    out = sae(x)
+    assert torch.equal(ref.top_idx, out.top_idx) and torch.allclose(ref.x_hat, out.x_hat)
+
+
+# bf16 selection GEMM vs fp32, after N Adam steps on the same data. bf16 rounding (8-bit mantissa) only changes
+# which latent wins a near-tie; values, gradients, weights and Adam stay fp32. Tolerances measured with margin.
+BF16_STEPS, BF16_LOSS_RTOL, BF16_WEIGHT_RTOL = 30, 0.01, 0.02  # measured: 0.002, 0.008
+
+
+def test_bf16_selection_stays_within_tolerance_of_fp32():
+    from wsae_utils.train import SAETrainer, TrainConfig
+
+    g = torch.Generator().manual_seed(0)
+    scales = torch.exp(0.5 * torch.randn(96, generator=g))
+    data = torch.randn(BF16_STEPS, 256, 96, generator=g) * scales + torch.randn(96, generator=g)
+    runs = {}
+    for dtype in ("float32", "bfloat16"):
+        sae = SparseAutoencoder(SAEConfig(96, 384, activation="topk", k=16), seed=0)
+        sae.init_b_dec_(data[0])
+        tr = SAETrainer(sae, TrainConfig(steps=BF16_STEPS, batch_size=256, lr=1e-3, matmul_dtype=dtype))
+        losses = torch.tensor([tr.step(b) for b in data])
+        runs[dtype] = (losses, sae)
+    (l32, s32), (l16, s16) = runs["float32"], runs["bfloat16"]
+    assert (l16 - l32).abs().max() / l32.abs().max() < BF16_LOSS_RTOL
+    assert l16[-1] < 0.8 * l16[0]  # and it trains
+    for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
+        a, b = getattr(s16, name).detach(), getattr(s32, name).detach()
+        assert (a - b).norm() / b.norm() < BF16_WEIGHT_RTOL, name

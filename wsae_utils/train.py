@@ -102,6 +102,14 @@ def start_run(out_dir: str | Path, seed: int, device: str = "auto", num_threads:
     return out, resolve_device(device)
 
 
+def _adam(params: list[torch.nn.Parameter], lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
+    """Adam, fused (one pass over param, grad and both moments) where this torch build has it for the device."""
+    try:
+        return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.Adam(params, lr=lr, betas=betas)
+
+
 class SAETrainer:
     """One SAE, its Adam state, its Γ and its dead-latent counters; call `step(batch)` per batch."""
 
@@ -117,7 +125,7 @@ class SAETrainer:
         if self.gamma is not None and self.gamma.shape != (sae.cfg.d_in,):
             raise ValueError(f"gamma has shape {tuple(self.gamma.shape)}, expected ({sae.cfg.d_in},)")
         params = [p for p in sae.parameters() if p.requires_grad]
-        self.opt = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.adam_betas)
+        self.opt = _adam(params, cfg.lr, cfg.adam_betas)
         self.rows_since_fired = torch.zeros(sae.cfg.n_latents, dtype=torch.long, device=device)
         self.state = TrainState()
         self._matmul_dtype = getattr(torch, cfg.matmul_dtype)
