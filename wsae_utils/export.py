@@ -32,9 +32,13 @@ def save_sae(
     sae: SparseAutoencoder, out_dir: str | Path, *, alpha: float, gamma: Tensor | None = None,
     proxy: Tensor | None = None, proxy_kind: str = "variance", gamma_normalize: str = "none",
     gamma_inside_norm: bool = True, model_name: str = "", hook_name: str = "", context_size: int = 0,
-    prepend_bos: bool = True, extra: dict[str, Any] | None = None,
+    prepend_bos: bool = True, extra: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None,
 ) -> Path:
-    """Write `sae` in SAELens format plus the wsae side files; returns the folder."""
+    """Write `sae` in SAELens format plus the wsae side files; returns the folder.
+
+    `metadata` adds SAELens metadata keys (e.g. `seqpos_slice`, `dataset_path`, `model_from_pretrained_kwargs`)
+    and free-form provenance (weights file and hash); files are world-readable (0644, folders 0755).
+    """
     cfg = sae.cfg
     if cfg.activation != "topk" or cfg.tied or not cfg.bias:
         raise ValueError("SAELens export supports untied top-k SAEs with biases (architecture 'topk')")
@@ -54,7 +58,8 @@ def save_sae(
         "metadata": {
             "sae_lens_version": SAE_LENS_VERSION, "sae_lens_training_version": SAE_LENS_VERSION,
             "model_name": model_name, "hook_name": hook_name, "context_size": context_size,
-            "prepend_bos": prepend_bos, "wsae": {"file": SIDE_JSON, "tensors": SIDE_TENSORS, "alpha": float(alpha)},
+            "prepend_bos": prepend_bos, **(metadata or {}),
+            "wsae": {"file": SIDE_JSON, "tensors": SIDE_TENSORS, "alpha": float(alpha)},
         },
     }
     tmp = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
@@ -71,6 +76,9 @@ def save_sae(
             save_file(tensors, tmp / SIDE_TENSORS)
         (tmp / SIDE_JSON).write_text(json.dumps(side, indent=2) + "\n")
         (tmp / "cfg.json").write_text(json.dumps(cfg_json, indent=2) + "\n")
+        tmp.chmod(0o755)  # readable by every user of a shared results folder (not the 0600 of some umasks)
+        for f in tmp.iterdir():
+            f.chmod(0o644)
         old = out_dir.with_name(f".{out_dir.name}.old{os.getpid()}")
         if out_dir.exists():
             os.rename(out_dir, old)

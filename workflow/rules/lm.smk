@@ -1,5 +1,6 @@
-# Language-model SAEs: one training job for all (layer, α), one evaluation notebook per (layer, α), a table and a
-# summary across layers.
+# Language-model SAEs: one LM pass writes the activation cache; per layer, one job trains every (α, Γ variant)
+# SAE from the cache and one evaluates them on the held-out novel; a table and a summary across layers.
+# Changing α or any SAE setting reruns no LM pass: only lm_acts runs the LM over the token ids.
 
 
 include: "lm_common.smk"
@@ -7,35 +8,60 @@ include: "lm_common.smk"
 
 if section_enabled("lm"):
 
+    use rule _notebook as lm_acts with:
+        input:
+            nb=notebook("lm_acts"),
+            code=code("lm", "text", "lm_saes"),
+        output:
+            metrics=f"{LM_ACTS}/metrics.json",
+            meta=f"{LM_ACTS}/meta.json",
+            tokens=f"{LM_ACTS}/tokens.safetensors",
+            documents=f"{LM_ACTS}/documents.csv",
+        log:
+            **nb_logs(LM_ACTS),
+        benchmark:
+            f"{LM_ACTS}/benchmark.tsv"
+        params:
+            nb=notebook_params("lm", "acts", LM_ACTS),
+        threads: 2
+        resources:
+            mem_mb=4000,
+            gpu=gpu_jobs(),
+
     use rule _notebook as lm_train with:
         input:
             nb=notebook("lm_train"),
-            code=code("lm", "export"),
+            code=code("lm", "text", "lm_saes", "export"),
+            meta=f"{LM_ACTS}/meta.json",
         output:
-            metrics="results/lm/train/metrics.json",
-            html="results/lm/train/report.html",
-            rows="results/lm/train/rows.csv",
-            saes=[f"{d}/cfg.json" for d in lm_sae_dirs()],
+            metrics="results/lm/train/layer{layer}/metrics.json",
+            rows="results/lm/train/layer{layer}/rows.csv",
+            saes=[f"results/lm/saes/layer{{layer}}/alpha{t}/cfg.json" for t in lm_alpha_tags()],
         log:
-            notebook="results/lm/train/report.ipynb",
+            **nb_logs("results/lm/train/layer{layer}"),
+        benchmark:
+            "results/lm/train/layer{layer}/benchmark.tsv"
         params:
             nb=lm_train_params,
-        threads: 2
+        threads: 1
         resources:
-            mem_mb=6000,
+            mem_mb=3000,
             gpu=gpu_jobs(),
 
     use rule _notebook as lm_sae with:
         input:
             nb=notebook("lm_sae"),
-            code=code("lm", "export"),
-            sae="results/lm/saes/layer{layer}/alpha{alpha}/cfg.json",
+            code=code("lm", "text", "lm_saes", "export"),
+            meta=f"{LM_ACTS}/meta.json",
+            train="results/lm/train/layer{layer}/rows.csv",
         output:
-            metrics="results/lm/sae/layer{layer}/alpha{alpha}/metrics.json",
-            html="results/lm/sae/layer{layer}/alpha{alpha}/report.html",
-            rows="results/lm/sae/layer{layer}/alpha{alpha}/rows.csv",
+            metrics="results/lm/sae/layer{layer}/metrics.json",
+            rows="results/lm/sae/layer{layer}/rows.csv",
+            long="results/lm/sae/layer{layer}/long.csv",
         log:
-            notebook="results/lm/sae/layer{layer}/alpha{alpha}/report.ipynb",
+            **nb_logs("results/lm/sae/layer{layer}"),
+        benchmark:
+            "results/lm/sae/layer{layer}/benchmark.tsv"
         params:
             nb=lm_sae_params,
         threads: 1
@@ -45,46 +71,62 @@ if section_enabled("lm"):
 
     rule lm_table:
         input:
-            [
-                f"results/lm/sae/layer{l}/alpha{lm_alpha_tag(a)}/metrics.json"
-                for l in config["lm"]["layers"]
-                for a in config["lm"]["alphas"]
-            ],
+            [f"results/lm/sae/layer{l}/rows.csv" for l in lm_layers()],
         output:
             "results/tables/lm_sae.csv",
         log:
             "logs/lm_table.log",
         params:
-            mode="metrics",
+            mode="rows",
             labels=None,
-        conda:
-            "../../environment.yml"
         script:
             "../scripts/collect_table.py"
 
     use rule _notebook as lm_summary with:
         input:
             nb=notebook("lm_summary"),
-            code=code("lm"),
+            code=code("lm_saes"),
             table="results/tables/lm_sae.csv",
+            long=[f"results/lm/sae/layer{l}/long.csv" for l in lm_layers()],
         output:
             metrics="results/lm/summary/metrics.json",
-            html="results/lm/summary/report.html",
         log:
-            notebook="results/lm/summary/report.ipynb",
+            **nb_logs("results/lm/summary"),
+        benchmark:
+            "results/lm/summary/benchmark.tsv"
         params:
-            nb=lm_summary_params,
+            nb=notebook_params(
+                "lm",
+                "summary",
+                "results/lm/summary",
+                table="results/tables/lm_sae.csv",
+                long_tables=[f"results/lm/sae/layer{l}/long.csv" for l in lm_layers()],
+            ),
         threads: 1
 
-    REPORTS.append(("Language model", "Training: calibration, Γ, loss curves (all layers, α)", "results/lm/train/report.html"))
-    for _l in config["lm"]["layers"]:
-        for _a in config["lm"]["alphas"]:
-            REPORTS.append(
-                (
-                    "Language model",
-                    f"SAE layer {_l}, α = {lm_alpha_tag(_a)}: FVU, L0, CE/KL, densities, top contexts",
-                    f"results/lm/sae/layer{_l}/alpha{lm_alpha_tag(_a)}/report.html",
-                )
+    REPORTS.append(
+        (
+            "Language model",
+            "Activation cache: model, weights, tokens per document, LM throughput, variance spectrum",
+            f"{LM_ACTS}/report.html",
+        )
+    )
+    for _l in lm_layers():
+        REPORTS.append(
+            (
+                "Language model",
+                f"Layer {_l}: training of every α / Γ variant (did it train?)",
+                f"results/lm/train/layer{_l}/report.html",
             )
-    REPORTS.append(("Language model", "Summary across layers and α", "results/lm/summary/report.html"))
-    TABLES.append(("LM SAEs per (layer, α): FVU, L0, dead, CE recovered, KL (held-out)", "results/tables/lm_sae.csv"))
+        )
+        REPORTS.append(
+            (
+                "Language model",
+                f"Layer {_l}: held-out FVU, L0, dead, CE recovered, KL with CIs",
+                f"results/lm/sae/layer{_l}/report.html",
+            )
+        )
+    REPORTS.append(("Language model", "Summary: α effect per Γ variant (lm-fidelity)", "results/lm/summary/report.html"))
+    TABLES.append(
+        ("LM SAEs per (layer, Γ variant, α): held-out metrics with 95 % CIs", "results/tables/lm_sae.csv")
+    )

@@ -1,28 +1,28 @@
 # Helper functions of lm.smk (kept apart so `snakemake --lint` sees no rules mixed with functions).
 
-
-def lm_alpha_tag(a):
-    """Folder tag of an α value (0, 0.5, 1), as wsae_utils.lm.sae_key writes it."""
-    return f"{float(a):g}"
+LM_ACTS = "results/lm/acts"
 
 
-def lm_sae_dirs():
-    """Exported SAE folders of the configured (layer, α) grid."""
-    return [
-        f"results/lm/saes/layer{l}/alpha{lm_alpha_tag(a)}"
-        for l in config["lm"]["layers"]
-        for a in config["lm"]["alphas"]
-    ]
+def lm_layers():
+    """Configured layers (resolved: the notebooks' default unless the config sets lm.layers)."""
+    return [int(l) for l in config["lm"]["layers"]]
+
+
+def lm_alpha_tags():
+    """Folder tags of the configured α values (collision-free: wsae_utils.config.value_tag, checked at start)."""
+    return [value_tag(a) for a in config["lm"]["alphas"]]
 
 
 def lm_train_params(wildcards):
+    out = f"results/lm/train/layer{wildcards.layer}"
     return notebook_params(
         "lm",
         "train",
-        "results/lm/train",
-        layers=config["lm"]["layers"],
-        alphas=config["lm"]["alphas"],
+        out,
+        layer=int(wildcards.layer),
+        acts_dir=LM_ACTS,
         sae_dir="results/lm/saes",
+        variants_dir="results/lm/saes_variants",
     )
 
 
@@ -30,10 +30,8 @@ def lm_sae_params(wildcards):
     return notebook_params(
         "lm",
         "sae",
-        f"results/lm/sae/layer{wildcards.layer}/alpha{wildcards.alpha}",
-        sae_dir=f"results/lm/saes/layer{wildcards.layer}/alpha{wildcards.alpha}",
+        f"results/lm/sae/layer{wildcards.layer}",
+        layer=int(wildcards.layer),
+        acts_dir=LM_ACTS,
+        train_dir=f"results/lm/train/layer{wildcards.layer}",
     )
-
-
-def lm_summary_params(wildcards):
-    return notebook_params("lm", "summary", "results/lm/summary", table="results/tables/lm_sae.csv")

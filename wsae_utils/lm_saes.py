@@ -1,0 +1,727 @@
+"""LM SAEs from cached activations: the activation cache, Γ variants, multi-SAE training, held-out evaluation.
+
+Data flow: `write_activation_cache` runs the LM once over the training and held-out contexts and writes per-layer
+shards; everything after it reads the shards (`iter_activations`), so changing α, k or any SAE setting reruns no
+LM pass. Layout of `acts_dir` (the contract later stages build on):
+
+- `tokens.safetensors`: int32 `train` [n_train_ctx, ctx] and `heldout` [n_heldout_ctx, ctx] (position 0 = BOS),
+  plus `train_doc` / `heldout_doc` (document index of each context, names in meta.json);
+- `meta.json`: model, hub id, weights file + hash, layers, d_model, ctx, shard dtype, token counts, documents;
+- `layer{L}/{split}-{i:05d}.safetensors`: key `acts` [n_ctx_in_shard, ctx, d_model], BOS position included.
+
+BOS positions are attention sinks with huge-norm activations: they are excluded from statistics, SAE training and
+every metric, and kept clean in CE/KL passes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from .runlog import progress
+from .sae import SAEConfig, SparseAutoencoder
+from .text import TokenSet
+from .train import SAETrainer, TrainConfig
+
+SPLITS = ("train", "heldout")
+ACTS_DTYPES = ("float32", "bfloat16")
+VARIANTS = ("paper", "mean", "cap", "standardize", "permuted")
+
+
+# -- activation cache ------------------------------------------------------------------------------------
+def shard_path(acts_dir: str | Path, layer: int, split: str, index: int) -> Path:
+    """Path of one activation shard."""
+    return Path(acts_dir) / f"layer{layer}" / f"{split}-{index:05d}.safetensors"
+
+
+def read_meta(acts_dir: str | Path) -> dict[str, Any]:
+    """The cache's meta.json."""
+    path = Path(acts_dir) / "meta.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run the lm_acts rule first")
+    return json.loads(path.read_text())
+
+
+@torch.no_grad()
+def write_activation_cache(lm: Any, token_sets: dict[str, TokenSet], layers: list[int], acts_dir: str | Path,
+                           batch_contexts: int = 8, shard_contexts: int = 64, acts_dtype: str = "float32",
+                           meta_extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run the LM once over every split and write tokens, per-layer shards and meta.json; returns the meta.
+
+    The forward stops after the deepest requested layer. Old shards are removed first; meta.json is written
+    last, so a killed run never leaves a cache that looks complete.
+    """
+    import time
+
+    from .lm import check_layers, layer_activations
+
+    if acts_dtype not in ACTS_DTYPES:
+        raise ValueError(f"acts_dtype = {acts_dtype!r}: must be one of {ACTS_DTYPES}")
+    check_layers(lm, layers)
+    acts_dir = Path(acts_dir)
+    acts_dir.mkdir(parents=True, exist_ok=True)
+    (acts_dir / "meta.json").unlink(missing_ok=True)
+    for old in acts_dir.glob("layer*"):
+        shutil.rmtree(old, ignore_errors=True)
+    for l in layers:
+        (acts_dir / f"layer{l}").mkdir()
+    dtype = getattr(torch, acts_dtype)
+    tensors = {}
+    for split, ts in token_sets.items():
+        tensors[split] = ts.ids.to(torch.int32).contiguous()
+        tensors[f"{split}_doc"] = ts.doc.to(torch.int32).contiguous()
+    save_file(tensors, acts_dir / "tokens.safetensors")
+    splits_meta: dict[str, Any] = {}
+    lm_tokens, t0 = 0, time.time()
+    total_ctx = sum(ts.ids.shape[0] for ts in token_sets.values())
+    bar = progress(total=total_ctx, desc="LM activation pass (contexts)")
+    for split, ts in token_sets.items():
+        ids = ts.ids
+        shards = []
+        for i, start in enumerate(range(0, ids.shape[0], shard_contexts)):
+            chunk = ids[start:start + shard_contexts]
+            parts: dict[int, list[Tensor]] = {l: [] for l in layers}
+            for b in range(0, chunk.shape[0], batch_contexts):
+                batch = chunk[b:b + batch_contexts]
+                for l, a in layer_activations(lm, batch, layers).items():
+                    parts[l].append(a.to(dtype).cpu())
+                lm_tokens += batch.numel()
+                bar.update(batch.shape[0])
+            for l in layers:
+                save_file({"acts": torch.cat(parts[l]).contiguous()}, shard_path(acts_dir, l, split, i))
+            shards.append({"index": i, "start": start, "n_contexts": int(chunk.shape[0])})
+        splits_meta[split] = {
+            "n_contexts": int(ids.shape[0]), "n_tokens": int(ids.numel()),
+            "n_tokens_without_bos": int(ids.shape[0] * (ids.shape[1] - 1)), "shards": shards,
+            "documents": ts.doc_names, "contexts_per_document": ts.counts(),
+            "contexts_available_per_document": ts.doc_contexts,
+        }
+    bar.close()
+    seconds = time.time() - t0
+    meta = {
+        "model": lm.name, "layers": sorted(layers), "d_model": lm.d_model, "n_layers": lm.n_layers,
+        "context_size": int(next(iter(token_sets.values())).ids.shape[1]), "dtype": acts_dtype,
+        "lm_dtype": str(lm.dtype).replace("torch.", ""), "bos_included": True, "splits": splits_meta,
+        "lm_tokens": lm_tokens, "lm_seconds": seconds, "lm_tokens_per_second": lm_tokens / max(seconds, 1e-9),
+        **(meta_extra or {}),
+    }
+    tmp = acts_dir / f".meta.json.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp, acts_dir / "meta.json")
+    return meta
+
+
+def load_tokens(acts_dir: str | Path, split: str) -> Tensor:
+    """Token ids [n_ctx, ctx] of a split (int64, position 0 = BOS), in the order of the activation shards."""
+    if split not in SPLITS:
+        raise ValueError(f"split = {split!r}: must be one of {SPLITS}")
+    return load_file(Path(acts_dir) / "tokens.safetensors")[split].long()
+
+
+def load_documents(acts_dir: str | Path, split: str) -> tuple[Tensor, list[str]]:
+    """(document index of each context, document names) of a split."""
+    meta = read_meta(acts_dir)
+    return load_file(Path(acts_dir) / "tokens.safetensors")[f"{split}_doc"].long(), meta["splits"][split]["documents"]
+
+
+def iter_activations(acts_dir: str | Path, layer: int, split: str,
+                     batch_contexts: int | None = None) -> Iterator[tuple[int, Tensor]]:
+    """(index of the first context, float32 activations [n, ctx, d]) in context order, one shard in memory.
+
+    `batch_contexts=None` yields whole shards.
+    """
+    meta = read_meta(acts_dir)
+    if layer not in meta["layers"]:
+        raise ValueError(f"layer {layer} is not in the activation cache {acts_dir} (layers {meta['layers']})")
+    if split not in meta["splits"]:
+        raise ValueError(f"split = {split!r}: the cache has {sorted(meta['splits'])}")
+    for sh in meta["splits"][split]["shards"]:
+        x = load_file(shard_path(acts_dir, layer, split, sh["index"]))["acts"].float()
+        if batch_contexts is None:
+            yield sh["start"], x
+        else:
+            for j in range(0, x.shape[0], batch_contexts):
+                yield sh["start"] + j, x[j:j + batch_contexts]
+
+
+def layer_stats(acts_dir: str | Path, layer: int, split: str = "train") -> dict[str, Tensor]:
+    """Per-dimension mean, variance and std over a split's non-BOS tokens (float64 sums)."""
+    n, s, sq = 0, 0.0, 0.0
+    for _, x in iter_activations(acts_dir, layer, split):
+        flat = x[:, 1:].reshape(-1, x.shape[-1]).double()
+        n += flat.shape[0]
+        s = s + flat.sum(0)
+        sq = sq + flat.pow(2).sum(0)
+    mean = s / n
+    var = (sq / n - mean.pow(2)).clamp_min(0)
+    return {"mean": mean.float(), "var": var.float(), "std": var.sqrt().float(), "n_tokens": torch.tensor(n)}
+
+
+class CachedBatches:
+    """SAE batches (BOS dropped) from a layer's training shards; batch `step` is a pure function of (seed, step).
+
+    Each epoch visits the shards in a seeded order; `shuffle_shards` consecutive shards form a chunk whose rows
+    are permuted (seeded by epoch and chunk) and cut into batches (a chunk's remainder is dropped). Only one
+    chunk is in memory, and a resumed run sees exactly the batches an uninterrupted run would have seen.
+    """
+
+    def __init__(self, acts_dir: str | Path, layer: int, batch_size: int, seed: int = 0, shuffle_shards: int = 4):
+        meta = read_meta(acts_dir)
+        self.acts_dir, self.layer, self.batch_size, self.seed = Path(acts_dir), layer, batch_size, seed
+        self.shards = meta["splits"]["train"]["shards"]
+        self.rows_per_ctx = meta["context_size"] - 1
+        self.shuffle_shards = max(1, shuffle_shards)
+        self._key: tuple[int, int] | None = None
+        self._rows: Tensor | None = None
+        n_chunks = math.ceil(len(self.shards) / self.shuffle_shards)
+        smallest = min(
+            sum(s["n_contexts"] for s in self.shards[c * self.shuffle_shards:(c + 1) * self.shuffle_shards])
+            for c in range(n_chunks))
+        # Chunks are formed in a shuffled order, so guard with the smallest possible chunk of any order.
+        small = sorted(s["n_contexts"] for s in self.shards)
+        smallest = min(smallest, sum(small[: min(self.shuffle_shards, len(small))]) if n_chunks > 1 else smallest)
+        if smallest * self.rows_per_ctx < batch_size:
+            raise ValueError(f"batch_size = {batch_size}: must be <= the rows of one shuffle chunk "
+                             f"({smallest * self.rows_per_ctx})")
+
+    def _epoch_chunks(self, epoch: int) -> list[list[int]]:
+        g = torch.Generator().manual_seed(self.seed * 7919 + epoch)
+        order = torch.randperm(len(self.shards), generator=g).tolist()
+        ss = self.shuffle_shards
+        return [order[i:i + ss] for i in range(0, len(order), ss)]
+
+    def _chunk_batches(self, chunk: list[int]) -> int:
+        return sum(self.shards[i]["n_contexts"] for i in chunk) * self.rows_per_ctx // self.batch_size
+
+    def _locate(self, step: int) -> tuple[int, int, int]:
+        epoch, left = 0, step
+        while True:
+            for c, chunk in enumerate(self._epoch_chunks(epoch)):
+                nb = self._chunk_batches(chunk)
+                if left < nb:
+                    return epoch, c, left
+                left -= nb
+            epoch += 1
+
+    def batch(self, step: int) -> Tensor:
+        """[batch_size, d] float32 rows for SAE step `step`."""
+        epoch, c, off = self._locate(step)
+        if self._key != (epoch, c):
+            chunk = self._epoch_chunks(epoch)[c]
+            parts = [load_file(shard_path(self.acts_dir, self.layer, "train", self.shards[i]["index"]))["acts"]
+                     for i in chunk]
+            x = torch.cat(parts)[:, 1:].reshape(-1, parts[0].shape[-1]).float()
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 10_007 + c)
+            self._rows = x[torch.randperm(x.shape[0], generator=g)]
+            self._key = (epoch, c)
+        return self._rows[off * self.batch_size:(off + 1) * self.batch_size]
+
+    @property
+    def epoch_rows(self) -> int:
+        """Training rows (tokens without BOS) in one pass over the cache."""
+        return sum(s["n_contexts"] for s in self.shards) * self.rows_per_ctx
+
+
+# -- Γ variants ----------------------------------------------------------------------------------------------
+@dataclass
+class SAESpec:
+    """One SAE of a layer: its Γ variant, α, γ (in the SAE's input space) and input standardisation."""
+
+    variant: str
+    alpha: float
+    gamma: Tensor
+    shift: Tensor | None = None
+    scale: Tensor | None = None
+
+    @property
+    def name(self) -> str:
+        """Key `variant/alpha{tag}`."""
+        return f"{self.variant}/alpha{alpha_tag(self.alpha)}"
+
+    def to_input(self, x: Tensor) -> Tensor:
+        """Raw activations → the SAE's input space (standardised for the 'standardize' variant)."""
+        return x if self.shift is None else (x - self.shift) / self.scale
+
+    def to_raw(self, x_hat: Tensor) -> Tensor:
+        """The SAE's output space → raw activations."""
+        return x_hat if self.shift is None else x_hat * self.scale + self.shift
+
+
+def alpha_tag(alpha: float) -> str:
+    """Folder tag of an α (wsae_utils.config.value_tag: 0, 0.5, 1, exact to 10 significant digits)."""
+    from .config import value_tag
+
+    return value_tag(alpha)
+
+
+def check_alpha_tags(alphas: list[float], key: str = "lm.alphas") -> None:
+    """Raise ValueError when two α values would share one output folder (e.g. 0.5 and 0.5000001)."""
+    seen: dict[str, float] = {}
+    for a in alphas:
+        tag = alpha_tag(a)
+        if tag in seen:
+            raise ValueError(f"{key} = {list(alphas)}: {seen[tag]!r} and {a!r} share the folder tag "
+                             f"'alpha{tag}' (values must differ within 10 significant digits)")
+        seen[tag] = a
+
+
+def layer_gamma(var: Tensor, alpha: float, variant: str, cap_quantile: float = 0.95,
+                permute_seed: int = 0, permuted_of: str = "cap") -> Tensor:
+    """γ for one variant: paper Var^α; mean Var^α / mean; cap min(Var, q-quantile)^α / mean;
+    standardize Var^α / mean (applied to standardised inputs); permuted: `permuted_of`'s γ on permuted dims."""
+    var = torch.as_tensor(var, dtype=torch.float32)
+    if variant not in VARIANTS:
+        raise ValueError(f"variant = {variant!r}: must be one of {VARIANTS}")
+    if alpha < 0 or not torch.isfinite(var).all() or (var < 0).any():
+        raise ValueError("alpha must be >= 0 and the variance finite and non-negative")
+    if variant == "permuted":
+        g = layer_gamma(var, alpha, permuted_of, cap_quantile)
+        perm = torch.randperm(var.numel(), generator=torch.Generator().manual_seed(permute_seed))
+        return g[perm]
+    if alpha == 0:
+        return torch.ones_like(var)
+    s = var
+    if variant == "cap":
+        s = var.clamp(max=float(torch.quantile(var.double(), cap_quantile)))
+    gamma = s.clamp_min(1e-12).pow(alpha)
+    return gamma if variant == "paper" else gamma / gamma.mean()
+
+
+def gamma_shares(gamma: Tensor, inside_norm: bool = True, tops: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
+    """Share of the squared-error weight (γ² inside the norm, else γ) carried by the top 1/5/10 dimensions."""
+    w = gamma.double().pow(2) if inside_norm else gamma.double()
+    w = (w / w.sum()).sort(descending=True).values
+    out = {f"gamma2_top{t}_share": float(w[:t].sum()) for t in tops}
+    out["gamma2_eff_dims"] = float(1 / w.pow(2).sum())
+    out["gamma_max_over_min"] = float(gamma.max() / gamma.min().clamp_min(1e-30))
+    return out
+
+
+def layer_specs(stats: dict[str, Tensor], alphas: list[float], variants: list[str], downstream: str,
+                permuted_control: bool = True, cap_quantile: float = 0.95, seed: int = 0) -> list[SAESpec]:
+    """Every SAE of a layer: paper and `downstream` at every α, other variants at α > 0 (standardize also at
+    α = 0, its own baseline), and the permuted-γ control of `downstream` at the largest α."""
+    var = stats["var"]
+    specs: list[SAESpec] = []
+    names: set[str] = set()
+
+    def add(variant: str, a: float, of: str = "cap") -> None:
+        std = variant == "standardize" or (variant == "permuted" and of == "standardize")
+        g = layer_gamma(var, a, variant, cap_quantile, permute_seed=seed + 17, permuted_of=of)
+        spec = SAESpec(variant, float(a), g, stats["mean"] if std else None,
+                       stats["std"].clamp_min(1e-6) if std else None)
+        if spec.name not in names:
+            names.add(spec.name)
+            specs.append(spec)
+
+    for v in dict.fromkeys(["paper", downstream, *variants]):
+        for a in alphas:
+            if a == 0 and v not in ("paper", "standardize"):
+                continue  # γ = 1 at α = 0: the same SAE as the paper variant's α = 0
+            add(v, a)
+    if permuted_control and max(alphas) > 0:
+        add("permuted", max(alphas), of=downstream)
+    return specs
+
+
+def comparisons(names: list[str], downstream: str) -> list[tuple[str, str]]:
+    """(SAE, baseline) pairs: every α > 0 SAE against its α = 0 baseline, and the permuted control against the
+    real `downstream` γ at the same α."""
+    out = [(n, b) for n in names if (b := baseline_name(n, names, downstream)) is not None]
+    for n in names:
+        if n.startswith("permuted/") and (real := f"{downstream}/{n.split('/')[1]}") in names:
+            out.append((n, real))
+    return out
+
+
+def baseline_name(spec_name: str, names: list[str], downstream: str = "cap") -> str | None:
+    """The α = 0 SAE a spec is compared with (its variant's own for standardize, else the plain SAE)."""
+    variant, tag = spec_name.split("/")
+    if tag == "alpha0":
+        return None
+    own = f"{variant}/alpha0"
+    if variant == "permuted" and downstream == "standardize":
+        own = "standardize/alpha0"
+    if own in names:
+        return own
+    return "paper/alpha0" if "paper/alpha0" in names else None
+
+
+def fold_standardization(sae: SparseAutoencoder, shift: Tensor, scale: Tensor) -> SparseAutoencoder:
+    """An SAE on raw activations equal to `sae` applied to (x − shift)/scale and mapped back (exact algebra)."""
+    out = SparseAutoencoder(SAEConfig(**{**sae.cfg.to_dict(), "normalize_decoder": False}), device=sae.W_enc.device)
+    with torch.no_grad():
+        out.W_enc.copy_(sae.W_enc / scale[None, :])
+        out.W_dec.copy_(sae.W_dec * scale[None, :])
+        out.b_enc.copy_(sae.b_enc)
+        out.b_dec.copy_(shift + scale * sae.b_dec)
+    return out
+
+
+# -- training ----------------------------------------------------------------------------------------------
+@dataclass
+class LayerTrainConfig:
+    """Settings of the SAEs of one layer (all specs share them; only Γ and the input transform differ)."""
+
+    n_latents: int
+    k: int
+    steps: int
+    batch_size: int
+    lr: float = 2e-3
+    lr_warmup_steps: int = 10
+    lr_decay_frac: float = 0.2
+    auxk_alpha: float = 1 / 32
+    dead_window: int = 20_000
+    gamma_inside_norm: bool = True
+    seed: int = 0
+    matmul_dtype: str = "float32"
+    shuffle_shards: int = 4
+    monitor_points: int = 5
+    """Held-out FVU, decoder cosine to init and dead fraction are recorded at this many points (incl. 0, end)."""
+    monitor_contexts: int = 16
+    """Held-out contexts used for the FVU recorded during training (the final evaluation uses all)."""
+    log_every: int = 5
+
+    def train_config(self) -> TrainConfig:
+        """The per-SAE trainer settings."""
+        return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr,
+                           lr_warmup_steps=self.lr_warmup_steps, lr_decay_frac=self.lr_decay_frac,
+                           auxk_alpha=self.auxk_alpha, dead_window=self.dead_window,
+                           gamma_inside_norm=self.gamma_inside_norm, seed=self.seed,
+                           matmul_dtype=self.matmul_dtype, log_every=self.log_every)
+
+
+@dataclass
+class TrainedSAE:
+    """A trained SAE (raw activation space), its spec, loss curve and monitored diagnostics."""
+
+    spec: SAESpec
+    sae: SparseAutoencoder
+    loss_curve: list[tuple[int, float]]
+    monitor: list[dict[str, float]] = field(default_factory=list)
+
+    def diagnostics(self) -> dict[str, float]:
+        """Final monitored values plus the movement summary."""
+        last, first = self.monitor[-1], self.monitor[0]
+        return {"dec_cos_to_init": last["dec_cos_to_init"], "monitor_fvu_init": first["heldout_fvu"],
+                "monitor_fvu_final": last["heldout_fvu"], "train_dead_frac": last["dead_frac"]}
+
+
+def untrained_flag(diag: dict[str, float], max_cos: float = 0.9, min_fvu_gain: float = 0.02) -> bool:
+    """An SAE did not move from init: mean decoder cosine to init ≥ max_cos, or held-out FVU improved by less
+    than `min_fvu_gain` (absolute) over its initial value."""
+    return bool(diag["dec_cos_to_init"] >= max_cos
+                or diag["monitor_fvu_init"] - diag["monitor_fvu_final"] < min_fvu_gain)
+
+
+def _monitor_fvu(sae: SparseAutoencoder, spec: SAESpec, xs: list[Tensor]) -> float:
+    from .metrics import FVUAccumulator
+
+    acc = FVUAccumulator()
+    with torch.no_grad():
+        for x in xs:
+            acc.update(x, spec.to_raw(sae(spec.to_input(x)).x_hat))
+    return acc.compute()
+
+
+def train_layer_saes(acts_dir: str | Path, layer: int, specs: list[SAESpec], stats: dict[str, Tensor],
+                     cfg: LayerTrainConfig, device: str | torch.device = "cpu") -> dict[str, TrainedSAE]:
+    """Train every spec of one layer from the same cached batches; all start from the same seeded init.
+
+    b_dec starts at the training mean (in each SAE's input space). Held-out monitoring uses the first
+    `monitor_contexts` held-out contexts. Returned SAEs act on raw activations (standardisation folded in).
+    """
+    device = torch.device(device)
+    batches = CachedBatches(acts_dir, layer, cfg.batch_size, cfg.seed, cfg.shuffle_shards)
+    tcfg = TrainConfig(**{**cfg.train_config().to_dict(), "seed": cfg.seed + layer})
+    trainers, inits = {}, {}
+    for spec in specs:
+        sae = SparseAutoencoder(SAEConfig(d_in=stats["mean"].numel(), n_latents=cfg.n_latents, activation="topk",
+                                          k=cfg.k), seed=tcfg.seed, device=device)
+        sae.init_b_dec_(spec.to_input(stats["mean"][None]).to(device))
+        trainers[spec.name] = SAETrainer(sae, tcfg, spec.gamma.to(device))
+        inits[spec.name] = sae.W_dec.detach().clone()
+    mon_x: list[Tensor] = []
+    n_mon = 0
+    for _, x in iter_activations(acts_dir, layer, "heldout", batch_contexts=8):
+        mon_x.append(x[:, 1:].reshape(-1, x.shape[-1]).to(device))
+        n_mon += x.shape[0]
+        if n_mon >= cfg.monitor_contexts:
+            break
+    points = sorted({0, cfg.steps, *np.linspace(0, cfg.steps, max(2, cfg.monitor_points)).round().astype(int)})
+    monitors: dict[str, list[dict[str, float]]] = {s.name: [] for s in specs}
+    by_name = {s.name: s for s in specs}
+
+    def record(step: int) -> None:
+        for name, tr in trainers.items():
+            W = tr.sae.W_dec.detach()
+            cos = torch.nn.functional.cosine_similarity(W, inits[name], dim=1).mean()
+            monitors[name].append({
+                "step": step, "heldout_fvu": _monitor_fvu(tr.sae, by_name[name], mon_x),
+                "dec_cos_to_init": float(cos),
+                "dead_frac": float(tr.dead_mask().float().mean()) if step > 0 else float("nan"),
+            })
+
+    record(0)
+    for step in progress(range(cfg.steps), desc=f"layer {layer}: {len(specs)} SAEs"):
+        x = batches.batch(step).to(device)
+        for spec in specs:
+            trainers[spec.name].step(spec.to_input(x))
+        if step + 1 in points:
+            record(step + 1)
+    out = {}
+    for spec in specs:
+        sae = trainers[spec.name].sae
+        if spec.shift is not None:
+            sae = fold_standardization(sae, spec.shift.to(device), spec.scale.to(device))
+        out[spec.name] = TrainedSAE(spec, sae, list(trainers[spec.name].state.loss_curve), monitors[spec.name])
+    return out
+
+
+# -- evaluation --------------------------------------------------------------------------------------------
+@dataclass
+class PerContext:
+    """Per-context sums on the held-out window, from which every metric and its bootstrap CI is computed."""
+
+    n_rows: Tensor
+    """[N] non-BOS tokens per context."""
+    x_sum: Tensor
+    """[N, d] Σ x per context (float64)."""
+    x_sumsq: Tensor
+    """[N, d] Σ x² per context."""
+    sse: dict[str, Tensor] = field(default_factory=dict)
+    """name → [N, d] Σ (x − x̂)² per context and dimension."""
+    l0: dict[str, Tensor] = field(default_factory=dict)
+    """name → [N] Σ active latents per context."""
+    fired: dict[str, Tensor] = field(default_factory=dict)
+    """name → [N, n_latents] bool, the latent fired somewhere in the context."""
+    ce_index: Tensor | None = None
+    """[M] contexts of the CE/KL subset."""
+    n_pred: Tensor | None = None
+    """[M] predicted tokens per subset context."""
+    ce: dict[str, Tensor] = field(default_factory=dict)
+    """'clean', 'zero' and each SAE name → [M] summed next-token NLL per subset context."""
+    kl: dict[str, Tensor] = field(default_factory=dict)
+    """name → [M] summed KL(clean ‖ spliced) per subset context."""
+
+
+def _ce_and_kl(logits: Tensor, ids: Tensor, clean_logp: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor]:
+    """Per-context NLL sums (predictions from position 1 on), KL(clean‖this) sums, and the log-probs."""
+    lp = logits[:, 1:-1].log_softmax(-1)
+    target = ids[:, 2:].to(lp.device)
+    nll = -lp.gather(-1, target[..., None]).squeeze(-1).sum(1)
+    kl = None if clean_logp is None else (clean_logp.exp() * (clean_logp - lp)).sum(-1).sum(1)
+    return nll.double().cpu(), None if kl is None else kl.double().cpu(), lp
+
+
+@torch.no_grad()
+def evaluate_layer(acts_dir: str | Path, layer: int, saes: dict[str, SparseAutoencoder], lm: Any | None = None,
+                   ce_contexts: int = 32, ce_seed: int = 0, batch_contexts: int = 4,
+                   max_contexts: int = 0) -> PerContext:
+    """Held-out per-context sums for every SAE of a layer (one pass over the cached held-out activations).
+
+    FVU, L0 and dead fraction use every held-out context (`max_contexts` > 0 keeps the first ones). CE and KL
+    splice each SAE's reconstruction into the LM at positions >= 1 of a seeded subset of `ce_contexts` contexts
+    and run only the blocks after `layer` (`lm.logits_from_layer`); clean and zero-ablation losses are computed
+    once per batch and shared by every SAE. `lm=None` skips CE/KL.
+    """
+    from .lm import logits_from_layer
+
+    tokens = load_tokens(acts_dir, "heldout")
+    n_total = tokens.shape[0] if max_contexts <= 0 else min(max_contexts, tokens.shape[0])
+    d = read_meta(acts_dir)["d_model"]
+    m = min(ce_contexts, n_total) if lm is not None else 0
+    ce_idx = torch.randperm(n_total, generator=torch.Generator().manual_seed(ce_seed))[:m].sort().values
+    in_subset = torch.zeros(n_total, dtype=torch.bool)
+    in_subset[ce_idx] = True
+    pc = PerContext(torch.zeros(n_total, dtype=torch.float64), torch.zeros(n_total, d, dtype=torch.float64),
+                    torch.zeros(n_total, d, dtype=torch.float64), ce_index=ce_idx)
+    for name, sae in saes.items():
+        pc.sse[name] = torch.zeros(n_total, d, dtype=torch.float64)
+        pc.l0[name] = torch.zeros(n_total, dtype=torch.float64)
+        pc.fired[name] = torch.zeros(n_total, sae.cfg.n_latents, dtype=torch.bool)
+    ce_rows: dict[str, list[Tensor]] = {k: [] for k in ["clean", "zero", *saes]}
+    kl_rows: dict[str, list[Tensor]] = {k: [] for k in saes}
+    n_pred: list[Tensor] = []
+    bar = progress(total=n_total, desc=f"eval layer {layer}")
+    for start, x in iter_activations(acts_dir, layer, "heldout", batch_contexts):
+        if start >= n_total:
+            break
+        x = x[: n_total - start]
+        B, T, _ = x.shape
+        sl = slice(start, start + B)
+        body = x[:, 1:].double()
+        pc.n_rows[sl] = T - 1
+        pc.x_sum[sl] = body.sum(1)
+        pc.x_sumsq[sl] = body.pow(2).sum(1)
+        flat = x[:, 1:].reshape(-1, x.shape[-1])
+        sub = in_subset[sl]
+        recon: dict[str, Tensor] = {}
+        for name, sae in saes.items():
+            out = sae(flat.to(sae.W_enc.device))
+            x_hat = out.x_hat.float().cpu()
+            pc.sse[name][sl] = (flat.double() - x_hat.double()).pow(2).view(B, T - 1, -1).sum(1)
+            live = (out.top_vals > 0).cpu()
+            pc.l0[name][sl] = live.view(B, -1).sum(1).double()
+            idx = out.top_idx.cpu().view(B, -1)
+            hits = torch.zeros(B, sae.cfg.n_latents, dtype=torch.int32).scatter_add_(1, idx, live.view(B, -1).int())
+            pc.fired[name][sl] = hits > 0
+            if sub.any():
+                recon[name] = x_hat.view(B, T - 1, -1)[sub]
+        if sub.any():
+            xs = x[sub]
+            ids = tokens[start:start + B][sub]
+            n_pred.append(torch.full((xs.shape[0],), T - 2, dtype=torch.float64))
+            clean_nll, _, clean_lp = _ce_and_kl(logits_from_layer(lm, xs, layer), ids, None)
+            ce_rows["clean"].append(clean_nll)
+            zero = torch.cat([xs[:, :1], torch.zeros_like(xs[:, 1:])], 1)
+            ce_rows["zero"].append(_ce_and_kl(logits_from_layer(lm, zero, layer), ids, None)[0])
+            for name, r in recon.items():
+                spliced = torch.cat([xs[:, :1], r], 1)
+                nll, kl, _ = _ce_and_kl(logits_from_layer(lm, spliced, layer), ids, clean_lp)
+                ce_rows[name].append(nll)
+                kl_rows[name].append(kl)
+        bar.update(B)
+    bar.close()
+    if m > 0:
+        pc.n_pred = torch.cat(n_pred)
+        pc.ce = {k: torch.cat(v) for k, v in ce_rows.items()}
+        pc.kl = {k: torch.cat(v) for k, v in kl_rows.items()}
+    return pc
+
+
+# -- metrics with bootstrap CIs -------------------------------------------------------------------------------
+@dataclass
+class FaithfulnessRule:
+    """The one faithfulness rule every LM report uses.
+
+    CE recovered = (CE_zero − CE_sae) / (CE_zero − CE_clean). The zero-ablation baseline is **degenerate** when
+    CE_zero − CE_clean < `min_baseline_gap` nats/token (ablating the layer barely hurts, e.g. a random model):
+    then CE recovered is undefined and the SAE is not called faithful. Otherwise an SAE is faithful when its
+    held-out FVU < `max_fvu` and the lower end of the CE-recovered 95 % CI ≥ `min_ce_recovered`.
+    """
+
+    min_ce_recovered: float = 0.5
+    max_fvu: float = 1.0
+    min_baseline_gap: float = 0.1
+
+    def verdict(self, fvu: float, ce_rec_lo: float, baseline_gap: float) -> str:
+        """'faithful', 'not faithful' or 'undefined (degenerate zero-ablation baseline)'."""
+        if not baseline_gap >= self.min_baseline_gap:
+            return "undefined (degenerate zero-ablation baseline)"
+        return "faithful" if fvu < self.max_fvu and ce_rec_lo >= self.min_ce_recovered else "not faithful"
+
+
+def bootstrap_weights(n: int, n_boot: int, seed: int) -> Tensor:
+    """[n_boot, n] multinomial resampling counts of n contexts (row b = how often each context is drawn)."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, n, (n_boot, n), generator=g)
+    return torch.zeros(n_boot, n, dtype=torch.float64).scatter_add_(1, idx, torch.ones(n_boot, n, dtype=torch.float64))
+
+
+def _fvu_from(w: Tensor, sse: Tensor, pc: PerContext, dims: Tensor) -> Tensor:
+    """FVU for weights w [B, N] (or [N]) over dimension mask `dims`."""
+    n = w @ pc.n_rows
+    s = (w @ pc.x_sum[:, dims])
+    q = (w @ pc.x_sumsq[:, dims])
+    tv = (q - s.pow(2) / n[..., None]).sum(-1)
+    return (w @ sse[:, dims]).sum(-1) / tv
+
+
+def _ci(values: Tensor) -> tuple[float, float]:
+    v = values[torch.isfinite(values)]
+    if v.numel() == 0:
+        return float("nan"), float("nan")
+    return float(torch.quantile(v, 0.025)), float(torch.quantile(v, 0.975))
+
+
+def layer_metrics(pc: PerContext, var: Tensor, n_outlier_dims: int = 5, n_boot: int = 1000, seed: int = 0,
+                  comparisons: list[tuple[str, str | None]] | None = None) -> list[dict[str, Any]]:
+    """Long table rows (sae, metric, value, ci_lo, ci_hi, kind) with 95 % bootstrap CIs over contexts.
+
+    Metrics: fvu, fvu_excl_outliers (top `n_outlier_dims` training-variance dims left out), l0, dead_frac
+    (never fired in the window; no CI, see below), ce_recovered, kl (nats/token), ce_sae; kind 'diff' rows are
+    paired differences name − base for each (name, base) of `comparisons`, resampled with the same contexts.
+    """
+    N = pc.n_rows.numel()
+    w_all = torch.ones(1, N, dtype=torch.float64)
+    W = bootstrap_weights(N, n_boot, seed)
+    all_dims = torch.ones(var.numel(), dtype=torch.bool)
+    keep = torch.ones(var.numel(), dtype=torch.bool)
+    keep[var.topk(min(n_outlier_dims, var.numel() - 1)).indices] = False
+    M = 0 if pc.ce_index is None else pc.ce_index.numel()
+    Wc = bootstrap_weights(M, n_boot, seed + 1) if M > 0 else None
+    one_c = torch.ones(1, M, dtype=torch.float64) if M > 0 else None
+
+    def per_name(name: str, w: Tensor, wc: Tensor | None) -> dict[str, Tensor]:
+        out = {
+            "fvu": _fvu_from(w, pc.sse[name], pc, all_dims),
+            "fvu_excl_outliers": _fvu_from(w, pc.sse[name], pc, keep),
+            "l0": (w @ pc.l0[name]) / (w @ pc.n_rows),
+            "dead_frac": ((w.float() @ pc.fired[name].float()) == 0).double().mean(-1),
+        }
+        if wc is not None and name in pc.ce:
+            npred = wc @ pc.n_pred
+            clean, zero, ce = (wc @ pc.ce[k] / npred for k in ("clean", "zero", name))
+            out["ce_sae"] = ce
+            out["ce_recovered"] = (zero - ce) / (zero - clean)
+            out["kl"] = wc @ pc.kl[name] / npred
+        return out
+
+    rows: list[dict[str, Any]] = []
+    point, boot = {}, {}
+    for name in pc.sse:
+        point[name] = {k: float(v[0]) for k, v in per_name(name, w_all, one_c).items()}
+        boot[name] = per_name(name, W, Wc)
+        for metric, v in point[name].items():
+            # "Never fired in the window" is biased upwards under resampling (a resample holds ~63 % of the
+            # distinct contexts), so the dead fraction gets no bootstrap CI.
+            lo, hi = _ci(boot[name][metric]) if metric != "dead_frac" else (float("nan"), float("nan"))
+            rows.append({"sae": name, "metric": metric, "value": v, "ci_lo": lo, "ci_hi": hi, "kind": "value",
+                         "baseline": ""})
+    for name, base in comparisons or []:
+        if base is None or base not in point or name not in point:
+            continue
+        for metric in point[name]:
+            diff_b = boot[name][metric] - boot[base][metric]
+            lo, hi = _ci(diff_b) if metric != "dead_frac" else (float("nan"), float("nan"))
+            rows.append({"sae": name, "metric": metric, "value": point[name][metric] - point[base][metric],
+                         "ci_lo": lo, "ci_hi": hi, "kind": "diff", "baseline": base})
+    return rows
+
+
+def ce_baselines(pc: PerContext) -> dict[str, float]:
+    """Clean and zero-ablation CE (nats/token) on the CE subset, and their gap (the faithfulness guard)."""
+    if not pc.ce:
+        return {"ce_clean": float("nan"), "ce_zero": float("nan"), "baseline_gap": float("nan"), "ce_contexts": 0}
+    n = float(pc.n_pred.sum())
+    clean, zero = float(pc.ce["clean"].sum()) / n, float(pc.ce["zero"].sum()) / n
+    return {"ce_clean": clean, "ce_zero": zero, "baseline_gap": zero - clean, "ce_contexts": int(pc.ce_index.numel())}
+
+
+def per_dim_fvu(pc: PerContext, name: str) -> Tensor:
+    """[d] per-dimension FVU Σ(x_i − x̂_i)² / Σ(x_i − x̄_i)² over the whole window."""
+    n = pc.n_rows.sum()
+    tv = pc.x_sumsq.sum(0) - pc.x_sum.sum(0).pow(2) / n
+    return pc.sse[name].sum(0) / tv.clamp_min(1e-30)
+
+
+def spec_to_dict(spec: SAESpec) -> dict[str, Any]:
+    """JSON-able description of a spec (no tensors)."""
+    return {"variant": spec.variant, "alpha": spec.alpha, "standardized": spec.shift is not None}
+
+
+def config_dict(cfg: LayerTrainConfig) -> dict[str, Any]:
+    """Plain dict of a LayerTrainConfig."""
+    return asdict(cfg)
