@@ -1,132 +1,161 @@
 # %% [markdown]
 # # Toy model: which of the three recovery conditions are necessary?
 #
-# The paper (arXiv 2506.15963, v1 abstract; Theorems 2–3) states that full recovery of the ground-truth
-# features needs (1) **extreme sparsity** S → 1, (2) a **sparse activation** in the SAE and (3) **enough
-# latents**, n_m ≥ n. This notebook trains the theory's tied, bias-free SAE on every combination of
-# activation ∈ {none (linear), ReLU, JumpReLU(θ), Top-k}, n_m ∈ {< n, = n, > n} and S ∈ {low, high} on the
-# exact (non-positive interference) W_p, and reports MCC, Hungarian L_GT and recovered features.
-# A condition is "necessary" in this measurement when violating it (with the other two met) lowers MCC
-# relative to the cell where all three hold. Rows are conditioned on ≥ 1 active feature.
+# The paper (arXiv 2506.15963, v1 abstract; Theorems 2–3) states that full recovery of the ground-truth features
+# needs (1) **extreme sparsity** S → 1, (2) a **sparse activation** and (3) **enough latents**, n_m ≥ n. This report
+# trains the theory's tied, bias-free SAE with each activation (linear, ReLU, JumpReLU with a fixed threshold, Top-k)
+# for every n_m / n in `latent_ratios` and S in `sparsities`, on the exact (non-positive interference) W_p, with
+# `len(seeds)` seeds.
+#
+# **Metric**: MCC over *matchable* features (Hungarian matching fitted on one held-out split, correlations read on
+# another, averaged over the min(n, n_m) matched pairs). The classic MCC averages over all n features and scores
+# unmatched ones 0, so with n_m = n/2 it is at most 0.5 by construction: that version cannot test the latent
+# condition and is shown only for comparison. A condition counts as **necessary** when violating it (the other two
+# met) lowers the matchable MCC against the all-conditions cell, with the per-seed difference's 95 % t-interval above
+# 0 (same seed = same data and init stream), from converged runs only.
 
 # %% tags=["parameters"]
 out_dir = "results/dev/toy_ablation"
-device = "auto"
+device = "cpu"
 num_threads = 1
-seed = 0
+seeds = [0, 1, 2]
 wp_specs = {
     "exact": {"construction": "constructed", "n": 34, "n_p": 20, "n_mono": 5, "n_digons": 13},
 }
 wp_names = ["exact"]
-activations = ["none", "relu", "jumprelu", "topk"]
+sae_kinds = ["tied_linear", "tied_relu", "tied_jumprelu", "tied_topk"]
 jumprelu_threshold = 0.1
 topk_k = 2
 latent_ratios = [0.5, 1.0, 2.0]
 sparsities = [0.5, 0.99]
-steps = 600
-batch_size = 1024
+steps = 3000
+batch_size = 512
 lr = 1.0e-2
-pool_rows = 32768
+pool_rows = 16384
 eval_samples = 8192
-probe_value = 1.0
-probe_tau = 0.01
 cos_threshold = 0.99
+convergence_window = 0.1
+convergence_rtol = 0.02
+convergence_atol = 5.0e-4
 
 # %%
-
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
-import torch
-from tqdm.auto import tqdm
+from IPython.display import Markdown, display
 
 from wsae_utils import toy
-from wsae_utils.results import write_metrics, write_table
+from wsae_utils import toy_eval as te
+from wsae_utils import toy_sae as ts
+from wsae_utils.results import claim, conclusion_markdown, write_metrics, write_table
 from wsae_utils.train import start_run
 
-out, dev = start_run(out_dir, seed, device, num_threads)
-assert set(wp_names) <= set(wp_specs), f"wp_names {wp_names} must be keys of wp_specs"
-assert 1.0 in latent_ratios, "latent_ratios must contain 1.0 (n_m = n, the identifiable case)"
+out, dev = start_run(out_dir, seeds[0], device, num_threads)
 settings = {k: globals()[k] for k in (
-    "seed", "wp_specs", "wp_names", "activations", "jumprelu_threshold", "topk_k", "latent_ratios",
-    "sparsities", "steps", "batch_size", "lr", "pool_rows", "eval_samples", "probe_value", "probe_tau",
-    "cos_threshold", "num_threads", "device")}
-settings["resolved_device"] = str(dev)
-settings["sae"] = "tied, no bias, no decoder normalisation (the theory's SAE)"
+    "seeds", "wp_specs", "wp_names", "sae_kinds", "jumprelu_threshold", "topk_k", "latent_ratios", "sparsities",
+    "steps", "batch_size", "lr", "pool_rows", "eval_samples", "cos_threshold", "convergence_window",
+    "convergence_rtol", "convergence_atol", "num_threads", "device")}
+rule = ts.ConvergenceRule(convergence_window, convergence_rtol, convergence_atol)
 metrics: dict = {}
-wps = {name: toy.make_wp(wp_specs[name], seed) for name in wp_names}
+wps = {name: toy.make_wp(wp_specs[name], seeds[0]) for name in wp_names}
 for name, (_W, info) in wps.items():
     metrics.update(toy.flat_wp_stats(name, info))
-pd.DataFrame({name: info for name, (_, info) in wps.items()}).T
+display(Markdown(f"**Convergence criterion**: {rule.describe()}."))
+display(pd.DataFrame({name: info for name, (_, info) in wps.items()}).T[
+    ["n", "n_p", "frac_positive_pairs", "nonpositive_interference"]])
 
 # %%
-rows = []
-grid = [(w, a, r, S) for w in wp_names for a in activations for r in latent_ratios for S in sparsities]
-for name, act, ratio, S in tqdm(grid, desc="SAEs"):
+rows, curves = [], []
+for name in wp_names:
     W, _info = wps[name]
     n = W.shape[1]
-    n_m = max(1, round(ratio * n))
-    cfg = toy.sae_config(W.shape[0], n_m, act, k=min(topk_k, n_m), threshold=jumprelu_threshold)
-    tr = toy.train_toy_sae(W, S, cfg, steps, batch_size, lr, seed, pool_rows, device=dev)
-    x_eval = toy.sample_features(eval_samples, n, S, torch.Generator().manual_seed(seed + 99), nonempty=True)
-    m = toy.recovery_metrics(tr.sae, W, x_eval, probe_value, probe_tau, cos_threshold)
-    rows.append(dict(wp=name, activation=act, latent_ratio=ratio, n_m=n_m, sparsity=S, **m))
+    for kind in sae_kinds:
+        for ratio in latent_ratios:
+            n_m = max(1, round(ratio * n))
+            cfg = ts.ToySAEConfig(W.shape[0], n_m, kind, k=min(topk_k, n_m), threshold=jumprelu_threshold)
+            groups = [dict(wp=name, latent_ratio=ratio, sparsity=S, seed=s) for S in sparsities for s in seeds]
+            res, log, _ = te.run_groups(W, cfg, groups, steps, batch_size, lr, pool_rows, eval_samples, dev, rule,
+                                        dict(cos_threshold=cos_threshold))
+            rows += res
+            curves.append(te.curve_frame(log, res, ("wp", "kind", "latent_ratio", "sparsity", "seed")))
 df = pd.DataFrame(rows)
-df[["wp", "activation", "latent_ratio", "sparsity", "mcc", "L_GT", "recovered_features",
-    "features_per_latent", "L_SAE"]].round(4)
+curve_df = pd.concat(curves, ignore_index=True)
+g = sns.relplot(data=curve_df[curve_df.seed == seeds[0]], x="step", y="objective", hue="latent_ratio",
+                style="sparsity", col="kind", kind="line", height=2.8, aspect=1.2, facet_kws={"sharey": False})
+g.set(yscale="log")
+g.figure.savefig(out / "figures" / "loss_curves.png", dpi=110)
+plt.show()
+table = df.groupby(["wp", "kind", "latent_ratio", "sparsity"]).agg(
+    converged=("converged", "sum"), mcc_matchable=("mcc_matchable", "mean"), mcc_all=("mcc_all", "mean"),
+    matched_cos=("matched_cos", "mean"), L_GT_rel=("L_GT_rel", "mean"), L_SAE_rel=("L_SAE_rel", "mean"))
+display(table.round(3))
 
 # %%
-g = sns.catplot(data=df, x="latent_ratio", y="mcc", hue="activation", col="sparsity", row="wp", kind="bar",
-                height=3.5, aspect=1.3)
-g.figure.savefig(out / "figures" / "ablation_mcc.png", dpi=120)
+g = sns.catplot(data=df[df.converged], x="latent_ratio", y="mcc_matchable", hue="kind", col="sparsity", row="wp",
+                kind="bar", height=3.2, aspect=1.3, errorbar=("ci", 95))
+g.figure.savefig(out / "figures" / "ablation_mcc.png", dpi=110)
 plt.show()
 
 # %% [markdown]
-# ## Conclusion and metrics
-# Keys: `mcc_<wp>_<act>_r<ratio>_S<S>`, `lgt_...`, `recovered_...`; for each sparse activation,
-# `mcc_all_<wp>_<act>` (S high, n_m = n), `mcc_drop_sparsity_<wp>_<act>` (S low), `mcc_drop_latents_<wp>_<act>`
-# (smallest n_m/n < 1), and `mcc_linear_<wp>` (activation none, S high, n_m = n);
-# `necessary_<condition>_<wp>` = violating it lowers MCC below the all-conditions cell for every sparse
-# activation; `claim_reproduced` = all three conditions necessary. `wp_<name>_*` W_p stats.
+# ## Necessity of each condition (paired over seeds, converged runs)
 
 # %%
 hi, lo = max(sparsities), min(sparsities)
 small = min(latent_ratios)
-sparse_acts = [a for a in activations if a != "none"]
-lines, ok = [], True
-for _, r in df.iterrows():
-    key = f"{r.wp}_{r.activation}_r{r.latent_ratio}_S{r.sparsity}"
-    metrics[f"mcc_{key}"], metrics[f"lgt_{key}"] = r.mcc, r.L_GT
-    metrics[f"recovered_{key}"] = r.recovered_features
+sparse_kinds = [k for k in sae_kinds if k != "tied_linear"]
 
 
-def cell(wp, act, ratio, S):
-    return df[(df.wp == wp) & (df.activation == act) & (df.latent_ratio == ratio) & (df.sparsity == S)].iloc[0]
+def cell(wp, kind, ratio, S):
+    """Per-seed matchable MCC of one cell, converged runs only."""
+    c = df[(df.wp == wp) & (df.kind == kind) & (df.latent_ratio == ratio) & (df.sparsity == S) & df.converged]
+    return c.set_index("seed").mcc_matchable
 
 
+nec_rows = []
 for wp in wp_names:
-    nec = {"sparsity": True, "activation": True, "latents": small < 1.0}
-    lin = cell(wp, "none", 1.0, hi).mcc if "none" in activations else float("nan")
-    metrics[f"mcc_linear_{wp}"] = lin
-    for act in sparse_acts:
-        full = cell(wp, act, 1.0, hi).mcc
-        d_s = cell(wp, act, 1.0, lo).mcc if lo < hi else float("nan")
-        d_l = cell(wp, act, small, hi).mcc if small < 1.0 else float("nan")
-        metrics[f"mcc_all_{wp}_{act}"] = full
-        metrics[f"mcc_drop_sparsity_{wp}_{act}"] = d_s
-        metrics[f"mcc_drop_latents_{wp}_{act}"] = d_l
-        nec["sparsity"] &= bool(d_s < full)
-        nec["latents"] &= bool(d_l < full)
-        nec["activation"] &= bool(lin < full)
-        lines.append(f"- {wp} / {act}: MCC all conditions {full:.3f}; low sparsity (S={lo}) {d_s:.3f}; "
-                     f"n_m = {small}·n {d_l:.3f}; linear activation {lin:.3f}")
-    for c, v in nec.items():
-        metrics[f"necessary_{c}_{wp}"] = bool(v)
-        ok &= bool(v)
-metrics["claim_reproduced"] = bool(ok)
+    for kind in sparse_kinds:
+        full = cell(wp, kind, 1.0, hi)
+        violations = {"sparsity": cell(wp, kind, 1.0, lo) if lo < hi else None,
+                      "latents": cell(wp, kind, small, hi) if small < 1.0 else None,
+                      "activation": cell(wp, "tied_linear", 1.0, hi) if "tied_linear" in sae_kinds else None}
+        for cond, viol in violations.items():
+            if viol is None:
+                continue
+            both = full.index.intersection(viol.index)
+            m, a, b, k = te.t_interval((full[both] - viol[both]).values)
+            verdict = "not decidable here" if k < 2 else ("necessary" if a > 0 else "not shown necessary")
+            nec_rows.append(dict(wp=wp, kind=kind, condition=cond, mcc_all_conditions=float(full.mean()),
+                                 mcc_violated=float(viol.mean()), drop=m, ci=f"[{a:.3f}, {b:.3f}]", seeds=k,
+                                 verdict=verdict))
+            metrics[f"necessary_{cond}_{wp}_{kind}"] = verdict
+nec_df = pd.DataFrame(nec_rows)
+display(nec_df.round(3))
+
+# %%
+decided = nec_df[nec_df.verdict != "not decidable here"]
+if decided.empty:
+    overall = "not decidable here"
+elif (decided.verdict == "necessary").all() and len(decided) == len(nec_df):
+    overall = "reproduced"
+elif (decided.verdict == "necessary").all():
+    overall = "not decidable here"
+else:
+    overall = "not reproduced"
+not_shown = ", ".join(f"{r.condition} ({r.kind})" for r in nec_df.itertuples() if r.verdict != "necessary") or "none"
+claims = [claim(
+    "toy-conditions",
+    test=(f"On W_p {', '.join(wp_names)} (n = {wps[wp_names[0]][0].shape[1]}), per sparse activation "
+          f"({', '.join(sparse_kinds)}): matchable MCC with all conditions (S = {hi}, n_m = n) minus with one violated "
+          f"(S = {lo}; n_m = {small}·n; linear activation), per-seed 95 % t-interval above 0 ⇒ necessary; converged "
+          f"runs of {len(seeds)} seeds. Flips when a violation does not lower the matchable MCC."),
+    numbers="; ".join(f"{r.kind}/{r.condition}: {r.mcc_all_conditions:.3f} vs {r.mcc_violated:.3f}, drop {r.drop:.3f} "
+                      f"{r.ci} (n = {r.seeds})" for r in nec_df.itertuples()),
+    verdict=overall,
+    why=(f"conditions not shown necessary: {not_shown}. The all-features MCC would cap n_m = {small}·n at {small} "
+         "by construction, so it is not used."),
+)]
+metrics["claim_reproduced"] = overall == "reproduced"
+metrics["claims"] = claims
 write_table(df, out / "rows.csv")
 write_metrics(out / "metrics.json", metrics, **settings)
-print("Conclusion (necessity of extreme sparsity, sparse activation, n_m >= n):")
-print("\n".join(lines))
-print({k: v for k, v in metrics.items() if k.startswith("necessary_")})
-print(f"All three conditions necessary in this measurement (claim reproduced): {metrics['claim_reproduced']}")
+display(Markdown(conclusion_markdown(claims)))

@@ -92,3 +92,65 @@ def test_semantic_consistency_top_m():
     acts = torch.tensor([[0.1], [0.9], [0.8], [0.05]])
     assert M.semantic_consistency(acts, labels, normalize_rows=False)[0] == pytest.approx(0.5)
     assert M.semantic_consistency(acts, labels, top_m=2, normalize_rows=False)[0] == pytest.approx(1.0)
+
+
+# -- toy recovery metrics that cannot be inflated -----------------------------------------------------
+def test_matched_cosine_is_one_latent_per_feature():
+    # a crowded polygon: 8 unit vectors in a plane; the signed basis ±e1, ±e2 covers every direction within 22.5°
+    theta = 2 * np.pi * np.arange(8) / 8
+    feats = torch.tensor(np.stack([np.cos(theta), np.sin(theta)], 1))
+    signed = torch.tensor([[1.0, 0], [-1, 0], [0, 1], [0, -1], [0, 0], [0, 0], [0, 0], [0, 0]])
+    mean_max = float(np.mean(M.max_cosine_per_feature(feats, signed)))
+    matched, per, match = M.matched_cosine(feats, signed)
+    assert mean_max == pytest.approx((4 * 1.0 + 4 * np.cos(np.pi / 4)) / 8)
+    assert matched == pytest.approx(0.5)  # four features matched exactly, four to zero rows
+    assert sorted(match[per > 0.99].tolist()) == [0, 1, 2, 3]
+    # fewer directions than features: the unmatched ones count 0
+    assert M.matched_cosine(torch.eye(3), torch.eye(3)[:2])[0] == pytest.approx(2 / 3)
+
+
+def test_mcc_split_matchable_vs_all():
+    g = torch.Generator().manual_seed(0)
+    x_fit, x_ev = torch.rand(400, 4, generator=g), torch.rand(400, 4, generator=g)
+    # two latents that copy features 2 and 0 exactly
+    mcc = M.mcc_split(x_fit, x_fit[:, [2, 0]], x_ev, x_ev[:, [2, 0]])
+    assert mcc["mcc_matchable"] == pytest.approx(1.0)
+    assert mcc["mcc_all"] == pytest.approx(0.5)  # capped at n_m / n by construction
+    # the matching is fitted on one split only: latents that match on the fit split but are noise on the other
+    noise = torch.rand(400, 2, generator=g)
+    assert M.mcc_split(x_fit, x_fit[:, [2, 0]], x_ev, noise)["mcc_matchable"] < 0.2
+
+
+def test_ground_truth_loss_split_and_zero_baseline():
+    g = torch.Generator().manual_seed(1)
+    x_fit, x_ev = torch.rand(300, 3, generator=g), torch.rand(300, 3, generator=g)
+    perm = [2, 0, 1]
+    loss, match = M.ground_truth_loss_split(x_fit, x_fit[:, perm], x_ev, x_ev[:, perm])
+    assert loss == pytest.approx(0.0, abs=1e-12) and match.tolist() == [1, 2, 0]
+    zero, _ = M.ground_truth_loss_split(x_fit, torch.zeros(300, 3), x_ev, torch.zeros(300, 3))
+    assert zero == pytest.approx(float(x_ev.double().pow(2).sum(1).mean()))  # the "better than nothing" line
+    # an extra latent left unmatched still costs its energy on the evaluation split
+    z_ev = torch.cat([x_ev[:, perm], torch.full((300, 1), 0.5)], 1)
+    z_fit = torch.cat([x_fit[:, perm], torch.zeros(300, 1)], 1)
+    assert M.ground_truth_loss_split(x_fit, z_fit, x_ev, z_ev)[0] == pytest.approx(0.25)
+
+
+def test_activation_feature_shares_hand_case():
+    x = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.5, 0.5, 0.0]])
+    effective = torch.tensor([[1.0, 1.0, -1.0], [0.0, 0.0, 1.0]])  # latent 0 ← features 0, 1; latent 1 ← 2
+    acts = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    s = M.activation_feature_shares(x, acts, effective)
+    assert s["n_eff"].tolist() == pytest.approx([2.0, 1.0])
+    assert s["top_share"].tolist() == pytest.approx([0.5, 1.0])
+    # a Top-k latent whose encoder row overlaps feature 1 but that never fires on it counts one feature
+    acts_topk = torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    assert M.activation_feature_shares(x, acts_topk, effective)["n_eff"][0] == pytest.approx(1.0)
+    # a latent that never fires is NaN, not counted
+    assert np.isnan(M.activation_feature_shares(x, torch.zeros(4, 2), effective)["n_eff"]).all()
+
+
+def test_features_per_latent_relative_threshold():
+    probe = torch.tensor([[1.0, 0.0], [0.05, 0.0], [0.5, 0.0]])
+    assert M.features_per_latent(probe, tau=0.0) == 3.0
+    assert M.features_per_latent_relative(probe, 0.1) == 2.0  # 0.05 < 0.1·max
+    assert np.isnan(M.features_per_latent_relative(torch.zeros(2, 2), 0.1))

@@ -1,4 +1,4 @@
-"""Unit tests of wsae_utils.toy: Example 1, loss-gap identities, W_p constructions, oracles, config checks."""
+"""Unit tests of wsae_utils.toy: Example 1, loss-gap identities, W_p constructions, oracles, data."""
 
 import math
 
@@ -157,8 +157,8 @@ def test_topk_keeps_exactly_k():
 
 
 def test_tied_decoder_is_encoder_transpose():
-    cfg = toy.sae_config(6, 10, "relu")
-    sae = SparseAutoencoder(cfg, seed=0)
+    sae = SparseAutoencoder(SAEConfig(d_in=6, n_latents=10, activation="relu", tied=True, bias=False,
+                                      normalize_decoder=False), seed=0)
     assert sae.W_dec is sae.W_enc
     x = torch.randn(20, 6, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
@@ -175,22 +175,6 @@ def test_closed_form_sae_recovers_one_sparse_inputs():
         assert torch.allclose(sae.encode(x @ W.T), x, atol=1e-6)
 
 
-def test_config_errors():
-    ok = {"sparsity": {"wp_specs": {"a": {"construction": "constructed", "n": 34, "n_p": 20, "n_mono": 5,
-                                          "n_digons": 13}}, "wp_names": ["a"], "topk_k": 2}}
-    assert toy.config_errors(ok) == []
-    bad_k = {"sparsity": {**ok["sparsity"], "topk_k": 50}}
-    assert any("topk_k = 50" in e for e in toy.config_errors(bad_k))
-    bad_name = {"sparsity": {**ok["sparsity"], "wp_names": ["b"]}}
-    assert any("wp_names = 'b'" in e for e in toy.config_errors(bad_name))
-    bad_layout = {"wsae": {"wp_specs": {"a": {"construction": "constructed", "n": 34, "n_p": 20, "n_mono": 5,
-                                              "n_digons": 12}}}}
-    assert any("wsae.wp_specs.a" in e for e in toy.config_errors(bad_layout))
-    no_sp = {"ablation": {"wp_specs": {"a": {"construction": "random", "n": 10, "n_p": 10}}}}
-    assert any("n_p = 10" in e for e in toy.config_errors(no_sp))
-    assert any("sparsities = 1.0" in e for e in toy.config_errors({"sparsity": {"sparsities": [0.5, 1.0]}}))
-
-
 def test_schema_catches_bad_values():
     from wsae_utils.config import ConfigError, validate_config
 
@@ -202,3 +186,10 @@ def test_schema_catches_bad_values():
     ):
         with pytest.raises(ConfigError, match=needle):
             validate_config({"toy": {"sparsity": bad}})
+
+
+def test_sample_k_sparse():
+    x = toy.sample_k_sparse(500, 7, 3, torch.Generator().manual_seed(0))
+    assert ((x > 0).sum(1) == 3).all() and x.max() <= 1
+    with pytest.raises(ValueError):
+        toy.sample_k_sparse(5, 4, 5)

@@ -24,7 +24,6 @@ digon row, 3/(2k) for a row of a regular k-gon (k ≥ 3). The practical proxy is
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -80,6 +79,19 @@ def sample_features(
     return x
 
 
+def sample_k_sparse(n_samples: int, n: int, k: int = 1, generator: torch.Generator | None = None) -> Tensor:
+    """x [n_samples, n] with exactly k active features per row (distinct, uniformly chosen), U[0, 1] valued.
+
+    k = 1 is the S → 1 limit of the feature distribution; a fixed k gives the same probe inputs to SAEs trained at
+    different S.
+    """
+    if not 1 <= k <= n:
+        raise ValueError(f"k={k} must be in [1, n={n}]")
+    idx = torch.rand(n_samples, n, generator=generator).argsort(dim=1)[:, :k]
+    vals = torch.rand(n_samples, k, generator=generator, dtype=torch.float64)
+    return torch.zeros(n_samples, n, dtype=torch.float64).scatter_(1, idx, vals)
+
+
 def data_pool(
     W_p: Tensor, n_rows: int, sparsity: float, seed: int, dist: str = "uniform", nonempty: bool = True,
     chunk: int = 16384,
@@ -89,17 +101,6 @@ def data_pool(
     out = [sample_features(min(chunk, n_rows - s), W_p.shape[1], sparsity, gen, dist, nonempty) @ W_p.T
            for s in range(0, n_rows, chunk)]
     return torch.cat(out)
-
-
-def pool_batch_fn(pool: Tensor, batch_size: int, seed: int):
-    """batch_fn(step) for `train_sae`: rows of `pool` drawn with a generator seeded by (seed, step)."""
-    from .train import batch_generator
-
-    def batch_fn(step: int) -> Tensor:
-        idx = torch.randint(0, pool.shape[0], (batch_size,), generator=batch_generator(seed, step))
-        return pool[idx]
-
-    return batch_fn
 
 
 # -- superposition matrices ---------------------------------------------------------------------------
@@ -386,143 +387,6 @@ def interfering_counts(W_p: Tensor, tol: float = 1e-6) -> dict[str, np.ndarray]:
             "positive": (G > tol).sum(1).numpy()}
 
 
-# -- SAE evaluation against the ground truth ----------------------------------------------------------
-def probe_responses(sae, W_p: Tensor, value: float = 1.0) -> Tensor:
-    """Latent activations [n, n_m] for the one-hot probes x = value·e_i (row i = feature i)."""
-    n = W_p.shape[1]
-    x = value * torch.eye(n, device=W_p.device)
-    with torch.no_grad():
-        return sae.encode((x @ W_p.T).to(sae.W_enc.device)).cpu()
-
-
-def recovery_metrics(
-    sae, W_p: Tensor, x: Tensor, probe_value: float = 1.0, probe_tau: float = 0.0, cos_threshold: float = 0.99,
-    polysemantic_features: Tensor | None = None,
-) -> dict[str, float]:
-    """Ground-truth recovery of one trained SAE on evaluation features x [N, n] (unweighted metrics)."""
-    from .metrics import (
-        features_per_latent,
-        matched_ground_truth_loss,
-        max_cosine_per_feature,
-        mean_correlation_coefficient,
-        per_feature_ground_truth_loss,
-        recovered_features,
-    )
-    from .sae import reconstruction_loss
-
-    device = sae.W_enc.device
-    x_p = (x @ W_p.T).to(device)
-    with torch.no_grad():
-        z = sae.encode(x_p)
-        x_hat = sae.decode(z)
-        l_sae = float(reconstruction_loss(x_p, x_hat))
-    z = z.cpu()
-    l_gt, match = matched_ground_truth_loss(x, z)
-    mcc, _ = mean_correlation_coefficient(x, z)
-    probe = probe_responses(sae, W_p, probe_value)
-    alive_probe = (probe > probe_tau).any(0)
-    fired = (z != 0).any(0)
-    with torch.no_grad():
-        effective = (sae.W_enc.detach().cpu().double() @ W_p.double()).T  # [n, n_m]: (W_m W_p)ᵀ
-    max_cos = max_cosine_per_feature(W_p.T.double(), sae.W_dec.detach().cpu().double())
-    out = {
-        "L_SAE": l_sae,
-        "L_GT": l_gt,
-        "L_GT_rel": l_gt / max(float(x.double().pow(2).sum(1).mean()), 1e-30),
-        "mcc": mcc,
-        "features_per_latent": features_per_latent(probe, tau=probe_tau),
-        "features_per_latent_wmwp": features_per_latent(effective, tau=0.0, alive=fired),
-        "mean_max_cos": float(np.mean(max_cos)),
-        "recovered_features": recovered_features(max_cos, cos_threshold),
-        "recovered_frac": recovered_features(max_cos, cos_threshold) / W_p.shape[1],
-        "alive_latents_probe": int(alive_probe.sum()),
-        "alive_latents_data": int(fired.sum()),
-        "l0": float((z != 0).sum(1).float().mean()),
-        "latent_variance_mean": float(z.double().var(0).mean()),
-    }
-    if polysemantic_features is not None:
-        per = per_feature_ground_truth_loss(x, z, match)
-        poly = np.asarray(polysemantic_features, dtype=bool)
-        out["L_GT_poly"] = float(per[poly].sum())
-        out["L_GT_mono"] = float(per[~poly].sum())
-        out["n_poly_features"] = int(poly.sum())
-    return out
-
-
-def sae_config(n_p: int, n_m: int, activation: str = "relu", k: int = 2, threshold: float = 0.0,
-               tied: bool = True, bias: bool = False, normalize_decoder: bool = False):
-    """SAEConfig of the toy experiments (default: the theory's tied, bias-free SAE)."""
-    from .sae import SAEConfig
-
-    return SAEConfig(d_in=n_p, n_latents=n_m, activation=activation, k=k, threshold=threshold, tied=tied,
-                     bias=bias, normalize_decoder=normalize_decoder)
-
-
-def train_toy_sae(
-    W_p: Tensor, sparsity: float, sae_cfg, steps: int, batch_size: int, lr: float, seed: int,
-    pool_rows: int = 65536, gamma: Tensor | None = None, gamma_inside_norm: bool = True,
-    device: str | torch.device = "cpu", dist: str = "uniform", pool: Tensor | None = None, desc: str = "SAE",
-):
-    """Train one SAE on x_p = W_p x drawn from a seeded pool (rows conditioned on ≥ 1 active feature)."""
-    from .train import TrainConfig, train_sae
-
-    if pool is None:
-        pool = data_pool(W_p, pool_rows, sparsity, seed, dist, nonempty=True)
-    tcfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, log_every=max(1, steps // 50),
-                       gamma_inside_norm=gamma_inside_norm, dead_window=10 * batch_size)
-    return train_sae(sae_cfg, tcfg, pool_batch_fn(pool, batch_size, seed), gamma=gamma, device=device,
-                     desc=desc, progress=False)
-
-
 def flat_wp_stats(name: str, info: dict[str, Any]) -> dict[str, Any]:
     """Interference stats / construction info of one W_p as flat metrics keys `wp_<name>_<key>`."""
     return {f"wp_{name}_{k}": (v if not isinstance(v, list) else ",".join(map(str, v))) for k, v in info.items()}
-
-
-# -- config checks ------------------------------------------------------------------------------------
-def _spec_errors(path: str, spec: dict[str, Any]) -> list[str]:
-    out = []
-    if spec.get("construction") == "constructed":
-        try:
-            constructed_layout(int(spec["n"]), int(spec["n_p"]), int(spec.get("n_mono", 0)),
-                               int(spec.get("n_digons", 0)), spec.get("polygons"))
-        except ValueError as err:
-            out.append(f"{path} = {spec!r}: {err}")
-    if int(spec.get("n_p", 1)) >= int(spec.get("n", 2)):
-        out.append(f"{path}.n_p = {spec.get('n_p')}: must be < n ({spec.get('n')}) for superposition")
-    return out
-
-
-def _notebook_defaults(unit: str) -> dict[str, Any]:
-    """Parameter defaults of notebooks/toy_<unit>.py: what a run uses for keys the config leaves out."""
-    from .nbrun import notebook_parameters
-
-    path = Path(__file__).resolve().parent.parent / "notebooks" / f"toy_{unit}.py"
-    return notebook_parameters(path) if path.exists() else {}
-
-
-def config_errors(section: dict[str, Any]) -> list[str]:
-    """Cross-key checks of the `toy` config section, on the parameters a run will really use.
-
-    Keys the config leaves out take the notebook's defaults, so e.g. `topk_k` is checked against the n_m of the
-    notebook's default W_p constructions too. The schema checks types and ranges.
-    """
-    errors: list[str] = []
-    for unit in ("theory", "sparsity", "ablation", "wsae"):
-        block = {**_notebook_defaults(unit), **(section.get(unit) or {})}
-        specs = block.get("wp_specs") or {}
-        for name, spec in specs.items():
-            errors += _spec_errors(f"{unit}.wp_specs.{name}", spec)
-        for key in ("wp_names", "train_wp"):
-            for name in block.get(key, []) or []:
-                if specs and name not in specs:
-                    errors.append(f"{unit}.{key} = {name!r}: must be one of wp_specs ({', '.join(specs)})")
-        ratios = block.get("latent_ratios") or [block.get("latent_ratio", 1.0)]
-        sizes = [int(round(r * int(s["n"]))) for s in specs.values() for r in ratios]
-        k = block.get("topk_k")
-        if k is not None and sizes and k > min(sizes):
-            errors.append(f"{unit}.topk_k = {k}: must be <= n_m ({min(sizes)}, the smallest SAE)")
-        for s in block.get("sparsities", []) or []:
-            if not 0.0 <= s < 1.0:
-                errors.append(f"{unit}.sparsities = {s}: must be in [0, 1)")
-    return errors

@@ -1,77 +1,42 @@
-# Toy-model experiment: one rule per notebook (theory, sparsity, ablation, wsae) and the result tables.
-# Notebook parameters are plain dicts built at parse time from config["toy"][<unit>] (no helper functions,
-# so `snakemake --lint` stays clean).
+# Toy-model experiment: one wildcard rule runs notebooks/toy_<unit>.py for every unit, and one collects its table.
+# Parameters are the resolved notebook parameters (notebook defaults overlaid with config["toy"][<unit>]).
 
 TOY_UNITS = {
-    "theory": "Theory checks (Example 1, loss-gap identities, closed form, shrinking/vanishing)",
+    "theory": "Theory checks (Example 1, loss-gap identities, Theorems 1 and 3, shrinking/vanishing)",
     "sparsity": "Features per latent and recovery against sparsity S (paper Fig. 2)",
     "ablation": "Necessity of extreme sparsity, sparse activation and n_m >= n",
-    "wsae": "Weighted SAE vs SAE at low sparsity; variance proxy vs monosemanticity",
+    "wsae": "Weighted SAE vs SAE: oracle and variance proxies, paired over seeds",
 }
+TOY_MODULES = ("toy", "toy_sae", "toy_eval", "toy_checks")
+
+
+def toy_params(wildcards):
+    """Resolved parameters of notebooks/toy_<unit>.py for this job."""
+    return notebook_params("toy", wildcards.unit, f"results/toy/{wildcards.unit}")
+
+
+def toy_notebook(wildcards):
+    """Source of the unit's notebook."""
+    return notebook(f"toy_{wildcards.unit}")
 
 
 if section_enabled("toy"):
 
-    use rule _notebook as toy_theory with:
+    use rule _notebook as toy with:
         input:
-            nb=notebook("toy_theory"),
-            code=code("toy"),
+            nb=toy_notebook,
+            code=code(*TOY_MODULES),
         output:
-            metrics="results/toy/theory/metrics.json",
-            html="results/toy/theory/report.html",
-            rows="results/toy/theory/rows.csv",
+            metrics="results/toy/{unit}/metrics.json",
+            rows="results/toy/{unit}/rows.csv",
         log:
-            notebook="results/toy/theory/report.ipynb",
+            **nb_logs("results/toy/{unit}"),
+        benchmark:
+            "results/toy/{unit}/benchmark.tsv"
         params:
-            nb=notebook_params("toy", "theory", "results/toy/theory"),
-        threads: 1
-        resources:
-            mem_mb=2000,
-
-    use rule _notebook as toy_sparsity with:
-        input:
-            nb=notebook("toy_sparsity"),
-            code=code("toy"),
-        output:
-            metrics="results/toy/sparsity/metrics.json",
-            html="results/toy/sparsity/report.html",
-            rows="results/toy/sparsity/rows.csv",
-        log:
-            notebook="results/toy/sparsity/report.ipynb",
-        params:
-            nb=notebook_params("toy", "sparsity", "results/toy/sparsity"),
-        threads: 1
-        resources:
-            mem_mb=2000,
-
-    use rule _notebook as toy_ablation with:
-        input:
-            nb=notebook("toy_ablation"),
-            code=code("toy"),
-        output:
-            metrics="results/toy/ablation/metrics.json",
-            html="results/toy/ablation/report.html",
-            rows="results/toy/ablation/rows.csv",
-        log:
-            notebook="results/toy/ablation/report.ipynb",
-        params:
-            nb=notebook_params("toy", "ablation", "results/toy/ablation"),
-        threads: 1
-        resources:
-            mem_mb=2000,
-
-    use rule _notebook as toy_wsae with:
-        input:
-            nb=notebook("toy_wsae"),
-            code=code("toy"),
-        output:
-            metrics="results/toy/wsae/metrics.json",
-            html="results/toy/wsae/report.html",
-            rows="results/toy/wsae/rows.csv",
-        log:
-            notebook="results/toy/wsae/report.ipynb",
-        params:
-            nb=notebook_params("toy", "wsae", "results/toy/wsae"),
+            nb=toy_params,
+        wildcard_constraints:
+            unit="|".join(TOY_UNITS),
         threads: 1
         resources:
             mem_mb=2000,
@@ -82,17 +47,17 @@ if section_enabled("toy"):
         output:
             "results/tables/toy_{unit}.csv",
         wildcard_constraints:
-            unit="theory|sparsity|ablation|wsae",
+            unit="|".join(TOY_UNITS),
         log:
             "logs/toy_table_{unit}.log",
         params:
             mode="rows",
             labels=None,
-        conda:
-            "../../environment.yml"
         script:
             "../scripts/collect_table.py"
 
     for _unit, _label in TOY_UNITS.items():
         REPORTS.append(("Toy model", _label, f"results/toy/{_unit}/report.html"))
         TABLES.append((f"Toy model: {_label}", f"results/tables/toy_{_unit}.csv"))
+    FIGURES.append(("Toy: recovery and effective features per latent vs S", "results/toy/sparsity/figures/recovery_vs_sparsity.png"))
+    FIGURES.append(("Toy: WSAE − SAE paired ΔL_GT", "results/toy/wsae/figures/wsae_paired_lgt.png"))

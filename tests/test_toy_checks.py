@@ -1,0 +1,151 @@
+"""Toy verdicts that can fail: Theorem 1 / 3 checks, the convergence rule, the Fig. 2 verdict metric, batched SAEs."""
+
+import numpy as np
+import pytest
+import torch
+
+from wsae_utils import toy
+from wsae_utils import toy_checks as tc
+from wsae_utils import toy_eval as te
+from wsae_utils import toy_sae as ts
+
+torch.set_num_threads(1)
+
+
+def _digons():
+    """Monosemantic rows and digons only (n = 8 in n_p = 5): W_pᵀ reconstructs every x_p exactly."""
+    W, _ = toy.constructed_wp(8, 5, 2, 3)
+    return W
+
+
+def _trained(W, S, steps, seeds=(0, 1)):
+    cfg = ts.ToySAEConfig(W.shape[0], W.shape[1], "tied_relu")
+    groups = [dict(sparsity=S, seed=s) for s in seeds]
+    res, log, sae = te.run_groups(W, cfg, groups, steps, 256, 1e-2, 4096, 1000)
+    x = toy.sample_features(4000, W.shape[1], S, torch.Generator().manual_seed(5), nonempty=True).double()
+    out = []
+    for r in res:
+        W_m = sae.W_enc[r["group"]].detach().double()
+        d = tc.paired_difference(tc.tied_loss_per_sample(W_m, x, W), tc.tied_loss_per_sample(W.T, x, W))
+        out.append({**d, "converged": r["converged"], "init": "random"})
+    return out, x
+
+
+def test_untrained_sae_does_not_confirm_theorem1():
+    W = _digons()
+    trained, x = _trained(W, 0.7, steps=800)
+    pert = tc.perturbation_scan(W, x, [0.01, 0.05], n_random=2)
+    assert not any(p["hi"] < 0 for p in pert)  # L_SAE(W_pᵀ) = 0 here: nothing can go lower
+    assert all(t["converged"] for t in trained)
+    assert tc.theorem1_verdict(pert, trained)[0] == "reproduced"
+    # the mutation: the same SAEs after 5 steps have a far higher loss (the old "≥ 0.98 × closed form" rule would
+    # accept them) but they did not converge, so they cannot confirm the theorem
+    untrained, _ = _trained(W, 0.7, steps=5)
+    assert all(t["diff"] > 0 for t in untrained) and not any(t["converged"] for t in untrained)
+    assert tc.theorem1_verdict(pert, untrained)[0] == "not decidable here"
+
+
+def test_theorem1_fails_where_a_perturbation_lowers_loss():
+    W = toy.simplex_wp(2)  # a triangle: 2-sparse inputs shrink, so slightly longer rows reconstruct better
+    x = toy.sample_features(20000, 3, 0.5, torch.Generator().manual_seed(0), nonempty=True).double()
+    pert = tc.perturbation_scan(W, x, [0.01, 0.05], n_random=2)
+    assert any(p["hi"] < 0 for p in pert)
+    converged = [{"diff": 0.0, "lo": 0.0, "hi": 0.0, "rel": 0.0, "converged": True, "init": "random"}]
+    assert tc.theorem1_verdict(pert, converged)[0] == "not reproduced"
+    # a converged trained SAE clearly below the closed form also flips it
+    beaten = [{"diff": -1.0, "lo": -1.1, "hi": -0.9, "rel": -0.1, "converged": True, "init": "random"}]
+    assert tc.theorem1_verdict([], beaten)[0] == "not reproduced"
+    assert tc.theorem1_verdict([], [{**beaten[0], "converged": False}])[0] == "not decidable here"
+
+
+def test_flipped_simplex_is_a_second_minimiser_at_the_limit():
+    for d in (2, 3):
+        W = toy.simplex_wp(d)
+        x = tc.sample_one_sparse(500, d + 1, torch.Generator().manual_seed(d))
+        W_f = tc.flipped_polygon_candidate(W)
+        assert float(tc.tied_loss_per_sample(W_f, x, W).max()) < 1e-10  # exact on every 1-sparse input
+        assert tc.tied_ground_truth_loss(W_f, x, W) > 0.01  # but each feature lands on d other latents
+        assert torch.allclose(W_f.norm(dim=1), torch.full((d + 1,), d ** 0.5, dtype=torch.float64), atol=1e-6)
+
+
+def test_theorem3_verdict_rules():
+    closed = {"name": "closed form", "L_SAE_rel": 0.0, "L_GT_rel": 0.0}
+    other = {"name": "flipped", "L_SAE_rel": 0.0, "L_GT_rel": 0.05}
+    assert tc.theorem3_verdict([closed, other], 1e-6, 0.01)[0] == "not reproduced"
+    assert tc.theorem3_verdict([closed, {**other, "L_SAE_rel": 0.01}], 1e-6, 0.01)[0] == "reproduced"
+    assert tc.theorem3_verdict([closed, {**other, "L_GT_rel": 0.001}], 1e-6, 0.01)[0] == "reproduced"
+    # an unconverged trained run is no evidence either way
+    assert tc.theorem3_verdict([closed, {**other, "converged": False}], 1e-6, 0.01)[0] == "reproduced"
+
+
+def test_theorem3_on_digons_only_finds_no_other_candidate():
+    W = _digons()
+    assert torch.equal(tc.flipped_polygon_candidate(W), W.T.double())
+    assert set(tc.feature_blocks(W)) == {"mono", "digon"}
+    W34, _ = toy.constructed_wp(34, 20, 5, 13)
+    assert set(tc.feature_blocks(W34)) == {"mono", "digon", "3-gon"}
+
+
+def test_convergence_rule():
+    rule = ts.ConvergenceRule(window=0.1, rtol=0.01, atol=0.0)
+    flat = np.ones((50, 1)) + 1e-4 * np.random.default_rng(0).standard_normal((50, 1))
+    falling = np.linspace(2.0, 1.0, 50)[:, None]
+    ok, _ = rule.check(np.hstack([flat, falling]), energy=1.0)
+    assert ok.tolist() == [True, False]
+    assert not rule.check(np.ones((1, 1)), 1.0)[0][0]  # too short to judge
+
+
+def test_fig2_verdict_uses_effective_features_not_probe_counts():
+    def rows(n_eff, fpl):
+        return [{"sparsity": S, "converged": True, "n_eff": e + 0.01 * s, "fpl_probe_tau0": f, "seed": s}
+                for S, e, f in zip((0.0, 0.9, 0.999), n_eff, fpl, strict=True) for s in range(3)]
+
+    # probe counts fall, n_eff does not: not reproduced
+    assert tc.fig2_verdict(rows((5.0, 5.0, 5.0), (10.0, 5.0, 1.0)))[0] == "not reproduced"
+    # n_eff falls, probe counts do not: reproduced
+    assert tc.fig2_verdict(rows((5.0, 3.0, 1.0), (4.0, 4.0, 4.0)))[0] == "reproduced"
+    # a drop at the end points of a non-monotone curve is not a trend
+    assert tc.fig2_verdict(rows((5.0, 0.5, 1.0), (4.0, 4.0, 4.0)))[0] == "not reproduced"
+    bumpy = [{"sparsity": S, "converged": True, "n_eff": e + 0.01 * s} for S, e in
+             zip((0.0, 0.5, 0.9, 0.99, 0.999), (5.0, 9.0, 8.0, 7.0, 1.0), strict=True) for s in range(3)]
+    assert tc.fig2_verdict(bumpy, trend_spearman=-0.8)[0] == "not reproduced"
+    # unconverged runs are dropped
+    assert tc.fig2_verdict([{**r, "converged": False} for r in rows((5, 3, 1), (1, 1, 1))])[0] == "not decidable here"
+
+
+@pytest.mark.parametrize("kind", list(ts.SAE_KINDS))
+def test_batched_groups_are_independent(kind):
+    """Group g of a batch trains exactly like the same group alone (same seed, data, init): the batch is G SAEs."""
+    W = _digons()
+    cfg = ts.ToySAEConfig(W.shape[0], 8, kind, k=2)
+    groups = [dict(sparsity=0.5, seed=0), dict(sparsity=0.9, seed=1)]
+    res2, log2, sae2 = te.run_groups(W, cfg, groups, 30, 64, 1e-2, 1024, 200)
+    res1, log1, sae1 = te.run_groups(W, cfg, groups[1:], 30, 64, 1e-2, 1024, 200)
+    assert torch.allclose(sae2.W_enc[1], sae1.W_enc[0], atol=1e-5)
+    assert res2[1]["L_GT_rel"] == pytest.approx(res1[0]["L_GT_rel"], rel=1e-4)
+
+
+def test_wsae_gamma_changes_training_but_not_the_yardstick():
+    W = _digons()
+    cfg = ts.ToySAEConfig(W.shape[0], 8, "tied_topk", k=2)
+    gamma = torch.tensor([1.0, 1.0, 0.1, 0.1, 0.1]) * 5 / 2.3
+    groups = [dict(sparsity=0.5, seed=0), dict(sparsity=0.5, seed=0, gamma=gamma)]
+    res, log, sae = te.run_groups(W, cfg, groups, 50, 64, 1e-2, 1024, 200)
+    assert not torch.allclose(sae.W_enc[0], sae.W_enc[1])
+    # at step 0 the two groups are the same SAE: same unweighted held-out loss, different weighted objective
+    assert log.recon[0][0] == pytest.approx(log.recon[0][1])
+    assert log.objective[0][0] != pytest.approx(log.objective[0][1])
+
+
+def test_practical_kinds_have_biases_and_untied_decoder():
+    cfg = ts.ToySAEConfig(5, 8, "topk_auxk", k=2)
+    sae = ts.BatchedToySAE(cfg, [0, 1])
+    assert sae.W_dec is not sae.W_enc and sae.b_enc.requires_grad and sae.b_dec.requires_grad
+    assert torch.allclose(sae.W_dec.norm(dim=-1), torch.ones(2, 8))
+    jr = ts.BatchedToySAE(ts.ToySAEConfig(5, 8, "jumprelu"), [0])
+    assert jr.log_theta.requires_grad
+    x = torch.rand(1, 16, 5)
+    pre = jr.pre_activations(x)
+    z, H = jr.activate(pre)
+    (z.sum() + H.sum()).backward()
+    assert jr.log_theta.grad is not None  # the threshold learns through the pseudo-derivative
