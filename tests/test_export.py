@@ -87,3 +87,46 @@ def test_export_refuses_non_topk_and_missing_folder(tmp_path):
         save_sae(relu, tmp_path / "x", alpha=0.0)
     with pytest.raises(FileNotFoundError, match="cfg.json"):
         load_sae(tmp_path / "nothing")
+
+
+def test_saelens_reproduces_project_fvu_on_cached_heldout_from_cfg_json_alone(tmp_path):
+    """Load exported SAEs with sae_lens and, using only cfg.json (positions, normalisation), match our FVU."""
+    from sae_lens import SAE
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from wsae_utils import lm as L
+    from wsae_utils import lm_saes as S
+    from wsae_utils.text import TokenSet
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=300, hidden_size=24, intermediate_size=48, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    lm = L.LM("tiny", LlamaForCausalLM(cfg).eval().requires_grad_(False), L._ByteTokenizer())
+    sets = {}
+    for split, n, seed in (("train", 24, 1), ("heldout", 10, 2)):
+        ids = torch.randint(1, 300, (n, 12), generator=torch.Generator().manual_seed(seed))
+        ids[:, 0] = 0
+        sets[split] = TokenSet(ids, torch.zeros(n, dtype=torch.long), ["d"], {"d": n})
+    acts = tmp_path / "acts"
+    S.write_activation_cache(lm, sets, [1], acts, batch_contexts=4, shard_contexts=4)
+    stats = S.layer_stats(acts, 1)
+    specs = S.layer_specs(stats, [0.0, 1.0], ["standardize"], "cap", permuted_control=False)
+    trained = S.train_layer_saes(acts, 1, specs, stats, S.LayerTrainConfig(
+        n_latents=96, k=6, steps=20, batch_size=32, lr=3e-3, monitor_contexts=2, shuffle_shards=2))
+    pc = S.evaluate_layer(acts, 1, {n: t.sae for n, t in trained.items()}, lm=None)
+    ours = {r["sae"]: r["value"] for r in S.layer_metrics(pc, stats["var"], 2, 20) if r["metric"] == "fvu"}
+    held = torch.cat([x for _, x in S.iter_activations(acts, 1, "heldout")])
+    for name, t in trained.items():
+        out = save_sae(t.sae, tmp_path / name, alpha=t.spec.alpha, metadata={"seqpos_slice": [1, None]})
+        meta = json.loads((out / "cfg.json").read_text())
+        assert meta["normalize_activations"] == "none"
+        start, stop = meta["metadata"]["seqpos_slice"]
+        x = held[:, start:stop].reshape(-1, meta["d_in"]).double()
+        lens = SAE.load_from_disk(str(out), device="cpu", dtype="float64")
+        with torch.no_grad():
+            x_hat = lens.decode(lens.encode(x))
+        fvu_lens = float((x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
+        assert fvu_lens == pytest.approx(ours[name], abs=1e-4), name
+        assert 0.01 < ours[name] < 2
+        for f in out.iterdir():  # world-readable weight files
+            assert f.stat().st_mode & 0o044 == 0o044, f

@@ -1,4 +1,4 @@
-"""Language-model path: hook fidelity (GPT-NeoX Pythia shape, tiny Llama), one-pass stream, resume, eval, errors."""
+"""LM path: registry and hooks, spliced forwards, corpus split, activation cache, Γ variants, training, evaluation."""
 
 import os
 import subprocess
@@ -7,11 +7,12 @@ import time
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from wsae_utils import lm as L
-from wsae_utils.metrics import fvu
-from wsae_utils.sae import SAEConfig, SparseAutoencoder, make_gamma, reconstruction_loss
-from wsae_utils.train import TrainConfig, load_checkpoint
+from wsae_utils import lm_saes as S
+from wsae_utils import text as T
+from wsae_utils.sae import SAEConfig, SparseAutoencoder
 
 torch.set_num_threads(1)
 
@@ -31,6 +32,20 @@ def pythia_random(tmp_path_factory):
     return L.load_lm("pythia-160m-random", tmp_path_factory.mktemp("models"))
 
 
+def _token_set(n, T_, seed, vocab=300):
+    ids = torch.randint(1, vocab, (n, T_), generator=torch.Generator().manual_seed(seed))
+    ids[:, 0] = 0
+    return T.TokenSet(ids, torch.zeros(n, dtype=torch.long), ["doc"], {"doc": n})
+
+
+@pytest.fixture(scope="module")
+def cache(tiny_llama, tmp_path_factory):
+    out = tmp_path_factory.mktemp("acts")
+    S.write_activation_cache(tiny_llama, {"train": _token_set(40, 9, 1), "heldout": _token_set(12, 9, 2)}, [1, 2],
+                             out, batch_contexts=4, shard_contexts=8, meta_extra={"model_cache": "x", "seed": 0})
+    return out
+
+
 def _hidden_states(lm, ids):
     return lm.model.base_model(input_ids=ids, output_hidden_states=True).hidden_states
 
@@ -42,24 +57,35 @@ def _check_hooks_equal_hidden_states(lm, ids):
     assert len(hs) == n + 1
     for l in range(n - 1):  # layer l = output of block l = hidden_states[l + 1], exactly
         assert torch.equal(acts[l], hs[l + 1]), l
-    # HF applies the final norm to the last hidden state; our hook is the raw block output.
     norm = lm.model.base_model.norm if hasattr(lm.model.base_model, "norm") else lm.model.base_model.final_layer_norm
     assert torch.allclose(norm(acts[n - 1]), hs[n], atol=1e-5)
 
 
-def test_pythia_shape_hooks_equal_hidden_states(pythia_random):
+def test_pythia_shape_hooks_and_registry(pythia_random):
     lm = pythia_random
-    assert (lm.n_layers, lm.d_model, lm.vocab_size) == (12, 768, 50304)
-    assert lm.model.config.model_type == "gpt_neox" and lm.model.config.use_parallel_residual
+    facts = L.model_facts("pythia-160m-random")
+    assert (lm.n_layers, lm.d_model, lm.vocab_size) == (facts["n_layers"], facts["d_model"], facts["vocab_size"])
+    assert L.model_facts("pythia-160m")["n_layers"] == 12 and L.model_facts("smollm2-135m")["d_model"] == 576
     assert lm.hook_name(5) == "gpt_neox.layers.5"
     ids = torch.randint(0, 50304, (2, 12), generator=torch.Generator().manual_seed(0))
     _check_hooks_equal_hidden_states(lm, ids)
+    # the suffix forward from a cached residual equals the full forward (GPT-NeoX: parallel residual, rotary)
+    h = L.layer_activations(lm, ids, [4])[4]
+    assert torch.allclose(L.logits_from_layer(lm, h, 4), lm.model(input_ids=ids).logits.float(), atol=1e-4)
 
 
-def test_tiny_llama_hooks_equal_hidden_states(tiny_llama):
+def test_tiny_llama_hooks_and_suffix_forward(tiny_llama):
     ids = torch.randint(0, 300, (3, 10), generator=torch.Generator().manual_seed(1))
     _check_hooks_equal_hidden_states(tiny_llama, ids)
-    assert tiny_llama.hook_name(2) == "model.layers.2"
+    full = tiny_llama.model(input_ids=ids).logits.float()
+    for layer in range(tiny_llama.n_layers):
+        h = L.layer_activations(tiny_llama, ids, [layer])[layer]
+        assert torch.allclose(L.logits_from_layer(tiny_llama, h, layer), full, atol=1e-5), layer
+        # a modified residual from the cache = the same modification spliced into a full forward
+        spliced = L.spliced_logits(tiny_llama, ids, layer, lambda x: 0.5 * x)
+        h2 = torch.cat([h[:, :1], 0.5 * h[:, 1:]], 1)
+        assert torch.allclose(L.logits_from_layer(tiny_llama, h2, layer), spliced, atol=1e-5)
+    assert len(tiny_llama.blocks) == 4  # the block list is restored
 
 
 def test_forward_stops_after_deepest_layer(pythia_random):
@@ -70,21 +96,6 @@ def test_forward_stops_after_deepest_layer(pythia_random):
     finally:
         h.remove()
     assert calls == []
-
-
-def test_stream_runs_lm_once_per_batch_for_all_layers(tiny_llama):
-    tokens = torch.randint(0, 300, (8, 9), generator=torch.Generator().manual_seed(2))
-    calls = []
-    h = tiny_llama.blocks[0].register_forward_hook(lambda *a: calls.append(1))
-    try:
-        stream = L.ActivationStream(tiny_llama, tokens, [0, 2], batch_size=16, batch_contexts=2, shuffle_batches=2)
-        b = stream.batch(0)
-        stream.batch(1)  # same chunk: no new LM pass
-    finally:
-        h.remove()
-    assert sorted(b) == [0, 2] and b[0].shape == (16, 32)
-    assert len(calls) == 2  # chunk = 2 LM batches of 2 contexts, each one forward for both layers
-    assert stream.per_chunk == 4 * 8 // 16  # a chunk of 4 contexts × 8 tokens serves 2 batches of 16 rows
 
 
 def test_layer_beyond_model_and_nan_activations(tiny_llama):
@@ -101,141 +112,206 @@ def test_layer_beyond_model_and_nan_activations(tiny_llama):
         w.copy_(saved)
 
 
-def test_resume_gives_identical_weights(tiny_llama, tmp_path):
-    tokens = torch.randint(0, 300, (12, 9), generator=torch.Generator().manual_seed(3))
-    layers, alphas = [0, 2], [0.0, 1.0]
-    stats = L.layer_stats(tiny_llama, tokens[:4], layers)
-    tcfg = TrainConfig(steps=7, batch_size=8, lr=1e-2, auxk_alpha=1 / 32, dead_window=16, seed=5, log_every=1)
-    kw = dict(sae_kwargs={"n_latents": 64, "activation": "topk", "k": 4}, train_cfg=tcfg, stats=stats,
-              batch_contexts=2, shuffle_batches=2, progress=False)
-    full = L.train_lm_saes(tiny_llama, tokens, layers, alphas, **kw)
-    ckpt = tmp_path / "ckpt.pt"
-    part = L.train_lm_saes(tiny_llama, tokens, layers, alphas, checkpoint_path=ckpt, checkpoint_every=2,
-                           stop_after=3, **kw)
-    assert part.trainers["layer0/alpha0"].state.step == 3 and load_checkpoint(ckpt)["step"] == 3
-    resumed = L.train_lm_saes(tiny_llama, tokens, layers, alphas, checkpoint_path=ckpt, checkpoint_every=2, **kw)
-    assert resumed.resumed_from == 3
-    assert sorted(full.trainers) == ["layer0/alpha0", "layer0/alpha1", "layer2/alpha0", "layer2/alpha1"]
-    for key, tr in full.trainers.items():
-        other = resumed.trainers[key]
-        for name, p in tr.sae.state_dict().items():
-            assert torch.equal(p, other.sae.state_dict()[name]), (key, name)
-        assert tr.state.loss_curve == other.state.loss_curve
-    # α only changes γ: the same layer's SAEs start from the same seed, and α = 0 has γ = 1
-    assert torch.equal(full.gammas["layer0/alpha0"], torch.ones(32))
-    assert torch.allclose(full.gammas["layer2/alpha1"], stats[2]["var"])
-    assert not list(tmp_path.glob("*.tmp*"))
-    # a checkpoint from another configuration is not resumed from
-    other = TrainConfig(**{**tcfg.to_dict(), "lr": 2e-2})
-    with pytest.warns(UserWarning, match="another configuration"):
-        fresh = L.train_lm_saes(tiny_llama, tokens, layers, alphas, checkpoint_path=ckpt,
-                                **{**kw, "train_cfg": other})
-    assert fresh.resumed_from == 0
-
-
-def test_evaluate_perfect_sae(tiny_llama):
-    """A top-k SAE that reconstructs exactly: FVU 0, CE recovered 1, KL 0, L0 = k, no dead latents."""
-    d = 32
-    sae = SparseAutoencoder(SAEConfig(d_in=d, n_latents=2 * d, activation="topk", k=d, bias=False))
-    eye = torch.eye(d)
-    with torch.no_grad():
-        sae.W_enc.copy_(torch.cat([eye, -eye]))
-        sae.W_dec.copy_(torch.cat([eye, -eye]))
-    tokens = torch.randint(1, 300, (4, 8), generator=torch.Generator().manual_seed(4))
-    ev = L.evaluate_sae(tiny_llama, sae, 1, tokens, batch_contexts=2, n_sample_latents=3, top_examples=2,
-                        progress=False)
-    assert ev.fvu < 1e-10 and abs(ev.ce_recovered - 1) < 1e-5 and abs(ev.kl) < 1e-5
-    assert ev.l0 == pytest.approx(d) and ev.n_tokens == 4 * 7 and ev.dead_window_tokens == 28
-    assert ev.ce_zero > ev.ce_clean
-    assert len(ev.examples) == 3
-
-
-def test_evaluate_imperfect_sae_matches_independent_ce_and_kl(tiny_llama):
-    """x̂ = 0.5·x: CE recovered and KL(clean‖sae) against a separate hook + F.cross_entropy / F.kl_div."""
-    import torch.nn.functional as F
-
-    d, layer = 32, 1
-    sae = SparseAutoencoder(SAEConfig(d_in=d, n_latents=2 * d, activation="topk", k=d, bias=False))
-    eye = torch.eye(d)
-    with torch.no_grad():
-        sae.W_enc.copy_(torch.cat([eye, -eye]))
-        sae.W_dec.copy_(torch.cat([eye, -eye]) * 0.5)
-    tokens = torch.randint(1, 300, (4, 8), generator=torch.Generator().manual_seed(5))
-    ev = L.evaluate_sae(tiny_llama, sae, layer, tokens, batch_contexts=4, n_sample_latents=2, progress=False)
-
-    def logits_with(scale):
-        def hook(_m, _i, out):
-            h = out[0] if isinstance(out, tuple) else out
-            h = torch.cat([h[:, :1], scale * h[:, 1:]], 1)
-            return (h, *out[1:]) if isinstance(out, tuple) else h
-
-        handle = tiny_llama.blocks[layer].register_forward_hook(hook) if scale != 1 else None
-        try:
-            with torch.no_grad():
-                return tiny_llama.model(input_ids=tokens, use_cache=False).logits.float()[:, 1:-1]
-        finally:
-            if handle is not None:
-                handle.remove()
-
-    target = tokens[:, 2:].reshape(-1)
-    clean, half, zero = (lg.reshape(-1, lg.shape[-1]) for lg in map(logits_with, (1.0, 0.5, 0.0)))
-    ce = {k: float(F.cross_entropy(v, target)) for k, v in (("clean", clean), ("sae", half), ("zero", zero))}
-    kl = float(F.kl_div(half.log_softmax(-1), clean.log_softmax(-1), log_target=True, reduction="sum")) / len(target)
-    assert ev.ce_clean == pytest.approx(ce["clean"], rel=1e-4) and ev.ce_sae == pytest.approx(ce["sae"], rel=1e-4)
-    assert ev.ce_recovered == pytest.approx((ce["zero"] - ce["sae"]) / (ce["zero"] - ce["clean"]), rel=1e-4)
-    assert ev.kl == pytest.approx(kl, rel=1e-3) and ev.kl > 0
-    assert ev.fvu == pytest.approx(_fvu_half(tiny_llama, tokens, layer), rel=1e-4)
-
-
-def _fvu_half(lm, tokens, layer):
-    """FVU of x̂ = 0.5·x on the non-BOS positions, computed directly."""
-    x = L.layer_activations(lm, tokens, [layer])[layer][:, 1:].reshape(-1, 32).double()
-    return float((0.5 * x).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
-
-
-def test_fvu_and_gamma_identities():
-    x = torch.randn(100, 6)
-    assert fvu(x, x) == 0.0
-    assert fvu(x, x.mean(0).expand_as(x)) == pytest.approx(1.0)
-    var = torch.rand(6)
-    g = make_gamma(var, 0.0)
-    x_hat = torch.randn(100, 6)
-    assert torch.equal(reconstruction_loss(x, x_hat, g), reconstruction_loss(x, x_hat))
-    assert torch.allclose(reconstruction_loss(x, x_hat, g), (x - x_hat).pow(2).sum(-1).mean())
-
-
-def test_k_larger_than_latents_errors():
-    with pytest.raises(ValueError, match="k=40"):
-        SAEConfig(d_in=4, n_latents=16, activation="topk", k=40)
-    errs = L.config_errors({"layers": [4], "train": {"model": "smollm2-135m", "k": 5000, "expansion": 8}})
-    assert any("train.k = 5000" in e and "4608" in e for e in errs)
-    errs = L.config_errors({"layers": [40], "train": {"model": "smollm2-135m"}})
-    assert any("layers = [40]" in e for e in errs)
-
-
-def test_austen_corpus_and_tokenization(tmp_path):
-    train, held = L.load_corpus("austen")
-    assert len(train) == 5 and held[0].startswith("Persuasion")
+# -- text ------------------------------------------------------------------------------------------------------
+def test_training_contexts_come_from_every_training_novel_and_never_the_heldout_one(tiny_llama, tmp_path):
+    train, held = T.load_corpus("austen", "persuasion")
+    assert sorted(train) == sorted(set(T.AUSTEN_NOVELS) - {"persuasion"}) and list(held) == ["persuasion"]
     tok = L._ByteTokenizer()
-    ids = L.tokenize_contexts(tok, ["hello world", "abc"], context_size=5, vocab_size=1000)
-    assert ids.shape == (4, 5) and (ids[:, 0] == 0).all()  # BOS first in every context
+    ts = T.training_contexts(tok, train, 64, 12, seed=3)
+    counts = ts.counts()
+    assert set(counts) == set(train) and all(c >= 1 for c in counts.values()), counts
+    assert ts.doc.tolist() != sorted(ts.doc.tolist())  # shuffled, not in document order
+    # every context's text really comes from the novel it is labelled with, and none from Persuasion
+    for ids, d in zip(ts.ids, ts.doc, strict=True):
+        snippet = tok.decode(ids[1:].tolist())[:40]
+        assert snippet in train[ts.doc_names[d]] and snippet not in held["persuasion"]
+    hs = T.heldout_contexts(tok, held, 64, max_contexts=5)
+    assert hs.counts() == {"persuasion": 5}
+    # the cache records the same split; calibration (layer_stats on "train") reads only the training contexts
+    meta = S.write_activation_cache(tiny_llama, {"train": ts, "heldout": hs}, [1], tmp_path, batch_contexts=4,
+                                    shard_contexts=5)
+    assert "persuasion" not in meta["splits"]["train"]["documents"]
+    assert meta["splits"]["train"]["contexts_per_document"] == counts
+    doc, names = S.load_documents(tmp_path, "train")
+    assert {names[i] for i in doc.tolist()} == set(train)
+    stats = S.layer_stats(tmp_path, 1, "train")
+    x = L.layer_activations(tiny_llama, ts.ids % 300, [1])[1][:, 1:].reshape(-1, 32).double()
+    assert int(stats["n_tokens"]) == x.shape[0] and torch.allclose(stats["mean"].double(), x.mean(0), atol=1e-5)
+
+
+def test_budget_allocation_and_tokenization():
+    tok = L._ByteTokenizer()
+    ids = T.document_contexts(tok, "hello world", context_size=5, vocab_size=1000)
+    assert ids.shape == (3, 5) and (ids[:, 0] == 0).all()  # 12 ids (11 bytes + EOS) → 3 contexts of BOS + 4
     assert ids[0, 1:].tolist() == [b + 1 for b in b"hell"]
-    assert (L.tokenize_contexts(tok, ["zzzz" * 10], 5, vocab_size=7) < 7).all()
+    assert T._allocate([100, 10, 1], 12) == [10, 1, 1] or sum(T._allocate([100, 10, 1], 12)) == 12
+    assert all(a >= 1 for a in T._allocate([100, 10, 1], 5))
+    with pytest.raises(ValueError, match="cannot cover all 3"):
+        T._allocate([100, 10, 1], 2)
 
 
 def test_empty_corpus_and_missing_data(tmp_path):
     (tmp_path / "a.txt").write_text("   \n")
     with pytest.raises(ValueError, match="empty"):
-        L.load_corpus(str(tmp_path))
+        T.load_corpus(str(tmp_path))
     with pytest.raises(FileNotFoundError, match="make data"):
-        L.read_austen(tmp_path / "nope")
+        T.read_austen(tmp_path / "nope")
     with pytest.raises(FileNotFoundError, match="make data"):
-        L.load_corpus(str(tmp_path / "missing.txt"))
+        T.load_corpus(str(tmp_path / "missing.txt"))
+
+
+# -- activation cache ----------------------------------------------------------------------------------------
+def test_cache_round_trip_and_streaming(tiny_llama, cache):
+    meta = S.read_meta(cache)
+    assert meta["layers"] == [1, 2] and meta["d_model"] == 32 and meta["context_size"] == 9
+    assert meta["splits"]["train"]["n_contexts"] == 40 and len(meta["splits"]["train"]["shards"]) == 5
+    tokens = S.load_tokens(cache, "train")
+    assert tokens.shape == (40, 9) and (tokens[:, 0] == 0).all()
+    parts = list(S.iter_activations(cache, 2, "train", batch_contexts=3))
+    assert [s for s, _ in parts][:4] == [0, 3, 6, 8]  # batches never cross a shard of 8
+    x = torch.cat([p for _, p in parts])
+    assert x.dtype == torch.float32 and x.shape == (40, 9, 32)
+    assert torch.allclose(x, L.layer_activations(tiny_llama, tokens, [2])[2], atol=1e-6)
+    with pytest.raises(ValueError, match="not in the activation cache"):
+        next(S.iter_activations(cache, 3, "train"))
+
+
+def test_cached_batches_are_a_function_of_the_step(cache):
+    a = S.CachedBatches(cache, 1, batch_size=16, seed=2, shuffle_shards=2)
+    b = S.CachedBatches(cache, 1, batch_size=16, seed=2, shuffle_shards=2)
+    steps = [7, 0, 3, 25, 3]
+    for s in steps:  # any order, any instance: the same rows
+        assert torch.equal(a.batch(s), b.batch(s))
+    first_epoch = torch.cat([a.batch(s) for s in range(a.epoch_rows // 16 - 2)])
+    rows = torch.cat([x for _, x in S.iter_activations(cache, 1, "train")])[:, 1:].reshape(-1, 32)
+    assert torch.cdist(first_epoch, rows).min(1).values.max() < 1e-3  # every row is a cached non-BOS row
+    bos = torch.cat([x for _, x in S.iter_activations(cache, 1, "train")])[:, 0]
+    assert torch.cdist(first_epoch, bos).min() > 1e-2  # and never a BOS row
+    with pytest.raises(ValueError, match="batch_size"):
+        S.CachedBatches(cache, 1, batch_size=10_000)
+
+
+# -- Γ variants ----------------------------------------------------------------------------------------------
+def test_gamma_variants():
+    var = torch.tensor([100.0, 1.0, 1.0, 0.5, 0.25] + [1.0] * 15)
+    assert torch.equal(S.layer_gamma(var, 0.0, "paper"), torch.ones(20))
+    assert torch.allclose(S.layer_gamma(var, 1.0, "paper"), var)
+    assert torch.allclose(S.layer_gamma(var, 1.0, "mean").mean(), torch.tensor(1.0))
+    cap = S.layer_gamma(var, 1.0, "cap", cap_quantile=0.9)
+    assert float(cap.max() / cap.min()) <= float(torch.quantile(var, 0.9) / var.min()) + 1e-5
+    perm = S.layer_gamma(var, 1.0, "permuted", cap_quantile=0.9, permute_seed=1, permuted_of="cap")
+    assert torch.equal(perm.sort().values, cap.sort().values) and not torch.equal(perm, cap)
+    sh = S.gamma_shares(S.layer_gamma(var, 1.0, "paper"))
+    assert sh["gamma2_top1_share"] == pytest.approx(1e4 / (1e4 + 0.25 + 0.0625 + 17))
+    with pytest.raises(ValueError, match="variant"):
+        S.layer_gamma(var, 1.0, "bogus")
+    stats = {"mean": torch.zeros(20), "var": var, "std": var.sqrt()}
+    names = [s.name for s in S.layer_specs(stats, [0.0, 0.5, 1.0], ["mean", "standardize"], "cap")]
+    assert names == ["paper/alpha0", "paper/alpha0.5", "paper/alpha1", "cap/alpha0.5", "cap/alpha1",
+                     "mean/alpha0.5", "mean/alpha1", "standardize/alpha0", "standardize/alpha0.5",
+                     "standardize/alpha1", "permuted/alpha1"]
+    pairs = dict(S.comparisons(names, "cap")[:-1])
+    assert pairs["cap/alpha1"] == "paper/alpha0" and pairs["standardize/alpha1"] == "standardize/alpha0"
+    assert ("permuted/alpha1", "cap/alpha1") in S.comparisons(names, "cap")
+
+
+def test_alpha_tags_never_collide():
+    S.check_alpha_tags([0.0, 0.5, 0.5000001, 1.0])  # distinct folders: alpha0.5 and alpha0.5000001
+    assert S.alpha_tag(0.5000001) != S.alpha_tag(0.5) and S.alpha_tag(1.0) == "1"
+    with pytest.raises(ValueError, match="share the folder tag"):
+        S.check_alpha_tags([0.5, 0.5 + 1e-12])
+
+
+def test_fold_standardization_is_exact():
+    sae = SparseAutoencoder(SAEConfig(d_in=6, n_latents=24, activation="topk", k=3), seed=0)
+    with torch.no_grad():
+        sae.b_dec.copy_(torch.randn(6))
+    shift, scale = torch.randn(6), torch.rand(6) + 0.5
+    x = torch.randn(50, 6) * 3
+    folded = S.fold_standardization(sae, shift, scale)
+    ref = sae((x - shift) / scale).x_hat * scale + shift
+    assert torch.allclose(folded(x).x_hat, ref, atol=1e-5)
+    assert torch.equal(folded.encode(x) != 0, sae.encode((x - shift) / scale) != 0)
+
+
+# -- training and evaluation ------------------------------------------------------------------------------------
+def test_train_layer_is_deterministic_and_flags_untrained(cache):
+    stats = S.layer_stats(cache, 1)
+    specs = S.layer_specs(stats, [0.0, 1.0], ["standardize"], "cap", permuted_control=False)
+    cfg = S.LayerTrainConfig(n_latents=64, k=8, steps=60, batch_size=16, lr=3e-3, monitor_contexts=4,
+                             shuffle_shards=2, log_every=1)
+    a = S.train_layer_saes(cache, 1, specs, stats, cfg)
+    b = S.train_layer_saes(cache, 1, specs, stats, cfg)
+    for name in a:
+        assert torch.equal(a[name].sae.W_dec, b[name].sae.W_dec), name
+        assert [m["step"] for m in a[name].monitor] == [0, 15, 30, 45, 60]
+    d = a["paper/alpha0"].diagnostics()
+    assert d["monitor_fvu_final"] < d["monitor_fvu_init"] and not S.untrained_flag(d)
+    frozen = S.train_layer_saes(cache, 1, specs[:1], stats, S.LayerTrainConfig(
+        n_latents=64, k=4, steps=3, batch_size=16, lr=1e-7, monitor_contexts=4, shuffle_shards=2))
+    assert S.untrained_flag(frozen["paper/alpha0"].diagnostics())
+
+
+def _identity_sae(d, scale=1.0):
+    sae = SparseAutoencoder(SAEConfig(d_in=d, n_latents=2 * d, activation="topk", k=d, bias=False))
+    eye = torch.eye(d)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.cat([eye, -eye]))
+        sae.W_dec.copy_(torch.cat([eye, -eye]) * scale)
+    return sae
+
+
+def test_evaluate_perfect_and_half_saes_against_independent_ce_kl(tiny_llama, cache):
+    layer = 1
+    saes = {"paper/alpha0": _identity_sae(32), "paper/alpha1": _identity_sae(32, 0.5)}
+    pc = S.evaluate_layer(cache, layer, saes, tiny_llama, ce_contexts=5, batch_contexts=4)
+    rows = S.layer_metrics(pc, S.layer_stats(cache, layer)["var"], 3, 200, 0, [("paper/alpha1", "paper/alpha0")])
+    v = {(r["sae"], r["metric"], r["kind"]): r for r in rows}
+    perfect = {m: v[("paper/alpha0", m, "value")]["value"] for m in ("fvu", "ce_recovered", "kl", "l0")}
+    assert perfect["fvu"] < 1e-10 and abs(perfect["ce_recovered"] - 1) < 1e-5 and abs(perfect["kl"]) < 1e-5
+    assert perfect["l0"] == pytest.approx(32)
+    # x̂ = 0.5 x: CE and KL against a hooked full forward with F.cross_entropy / F.kl_div
+    tokens = S.load_tokens(cache, "heldout")[pc.ce_index]
+
+    def logits_with(scale):
+        fn = None if scale == 1 else (lambda h: scale * h)
+        return L.spliced_logits(tiny_llama, tokens, layer, fn)[:, 1:-1].reshape(-1, 300)
+
+    target = tokens[:, 2:].reshape(-1)
+    clean, half, zero = map(logits_with, (1.0, 0.5, 0.0))
+    ce = {k: float(F.cross_entropy(x, target)) for k, x in (("clean", clean), ("sae", half), ("zero", zero))}
+    kl = float(F.kl_div(half.log_softmax(-1), clean.log_softmax(-1), log_target=True, reduction="sum")) / len(target)
+    half_row = {m: v[("paper/alpha1", m, "value")] for m in ("ce_recovered", "kl", "fvu", "ce_sae")}
+    assert half_row["ce_sae"]["value"] == pytest.approx(ce["sae"], rel=1e-4)
+    assert half_row["ce_recovered"]["value"] == pytest.approx((ce["zero"] - ce["sae"]) / (ce["zero"] - ce["clean"]),
+                                                              rel=1e-4)
+    assert half_row["kl"]["value"] == pytest.approx(kl, rel=1e-3) and kl > 0
+    x = torch.cat([a for _, a in S.iter_activations(cache, layer, "heldout")])[:, 1:].reshape(-1, 32).double()
+    assert half_row["fvu"]["value"] == pytest.approx(float((0.5 * x).pow(2).sum() / (x - x.mean(0)).pow(2).sum()),
+                                                     rel=1e-6)
+    for m in ("fvu", "ce_recovered", "kl"):  # CIs bracket the point value; the paired difference has the right sign
+        r = half_row[m]
+        assert r["ci_lo"] <= r["value"] + 1e-9 and r["value"] <= r["ci_hi"] + 1e-9
+    d = v[("paper/alpha1", "fvu", "diff")]
+    assert d["value"] > 0 and d["ci_lo"] > 0 and d["baseline"] == "paper/alpha0"
+    base = S.ce_baselines(pc)
+    assert base["ce_contexts"] == 5 and base["baseline_gap"] == pytest.approx(ce["zero"] - ce["clean"], rel=1e-4)
+
+
+def test_faithfulness_rule_guards_degenerate_baseline():
+    rule = S.FaithfulnessRule(min_ce_recovered=0.5, min_baseline_gap=0.1)
+    assert rule.verdict(0.3, 0.9, 2.0) == "faithful"
+    assert rule.verdict(1.26, 0.9, 2.0) == "not faithful"  # worse than the mean: never faithful
+    assert rule.verdict(0.3, 0.4, 2.0) == "not faithful"
+    assert rule.verdict(0.3, 1.96, 0.01).startswith("undefined")  # the random-model case of the old report
+    assert rule.verdict(0.3, 0.9, float("nan")).startswith("undefined")
 
 
 def test_unknown_model_names_embedded_default():
     with pytest.raises(RuntimeError, match="smollm2-135m"):
         L.load_lm("gpt-17")
+    with pytest.raises(RuntimeError, match="smollm2-135m"):
+        L.model_facts("gpt-17")
 
 
 def test_hub_model_offline_fails_fast_naming_default(tmp_path):

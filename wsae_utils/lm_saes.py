@@ -418,9 +418,11 @@ class TrainedSAE:
                 "monitor_fvu_final": last["heldout_fvu"], "train_dead_frac": last["dead_frac"]}
 
 
-def untrained_flag(diag: dict[str, float], max_cos: float = 0.9, min_fvu_gain: float = 0.02) -> bool:
-    """An SAE did not move from init: mean decoder cosine to init ≥ max_cos, or held-out FVU improved by less
-    than `min_fvu_gain` (absolute) over its initial value."""
+def untrained_flag(diag: dict[str, float], max_cos: float = 0.99, min_fvu_gain: float = 0.05) -> bool:
+    """An SAE did not move from init: held-out FVU improved by less than `min_fvu_gain` (absolute) over its value
+    at initialisation, or the mean decoder cosine to init is ≥ `max_cos` (the decoder practically did not move).
+
+    The cosine alone is no test: short runs that halve FVU can keep it above 0.9."""
     return bool(diag["dec_cos_to_init"] >= max_cos
                 or diag["monitor_fvu_init"] - diag["monitor_fvu_final"] < min_fvu_gain)
 
