@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .sae import SAEConfig, SparseAutoencoder, auxk_loss, reconstruction_loss
+from .sae import SAEConfig, SparseAutoencoder, auxk_loss, reconstruction_loss, topk_loss_and_grads
 
 
 @dataclass
@@ -152,15 +152,26 @@ class SAETrainer:
             raise FloatingPointError(f"non-finite values in the training batch at step {self.state.step}")
         for group in self.opt.param_groups:
             group["lr"] = self.lr_at(self.state.step)
-        out = sae(x, matmul_dtype=self._matmul_dtype)
-        loss = reconstruction_loss(x, out.x_hat, self.gamma, cfg.gamma_inside_norm)
-        total = loss
-        if cfg.auxk_alpha > 0 and sae.cfg.activation == "topk":
-            total = total + cfg.auxk_alpha * auxk_loss(sae, x, x - out.x_hat, self.dead_mask())
+        self.opt.zero_grad(set_to_none=True)
+        if sae.cfg.activation == "topk":
+            # hand-written sparse forward + backward (no autograd graph): the step's one dense GEMM plus O(B·k·d)
+            loss, x_hat, top_vals, top_idx = topk_loss_and_grads(sae, x, self.gamma, cfg.gamma_inside_norm,
+                                                                 self._matmul_dtype)
+            total = loss
+            if cfg.auxk_alpha > 0:
+                aux = auxk_loss(sae, x, x - x_hat, self.dead_mask())
+                if aux.requires_grad:  # dead latents exist: autograd adds their gradient to .grad
+                    (cfg.auxk_alpha * aux).backward()
+                    total = total + cfg.auxk_alpha * aux.detach()
+        else:
+            out = sae(x, matmul_dtype=self._matmul_dtype)
+            loss = reconstruction_loss(x, out.x_hat, self.gamma, cfg.gamma_inside_norm)
+            total = loss
+            top_idx = None
         if not torch.isfinite(total):
             raise FloatingPointError(f"loss became {total.item()} at step {self.state.step}")
-        self.opt.zero_grad(set_to_none=True)
-        total.backward()
+        if top_idx is None:
+            total.backward()
         if sae.cfg.normalize_decoder:
             sae.remove_parallel_decoder_grad_()
         if cfg.grad_clip > 0:
@@ -169,13 +180,16 @@ class SAETrainer:
         if sae.cfg.normalize_decoder:
             sae.normalize_decoder_()
         with torch.no_grad():
-            fired = torch.zeros_like(self.rows_since_fired, dtype=torch.bool)
-            if out.top_idx is not None:
-                fired[out.top_idx[out.top_vals > 0]] = True
+            n = self.rows_since_fired.shape[0]
+            if top_idx is not None:
+                # latents with a positive value; a zero value points at the spare slot n (no boolean indexing)
+                fired = torch.zeros(n + 1, dtype=torch.bool, device=x.device)
+                fired[torch.where(top_vals > 0, top_idx, n).reshape(-1)] = True
+                fired = fired[:n]
             else:
                 fired = (out.acts != 0).any(0)
             self.rows_since_fired += x.shape[0]
-            self.rows_since_fired[fired] = 0
+            self.rows_since_fired.masked_fill_(fired, 0)
         value = float(loss.detach())
         st = self.state
         if st.step % cfg.log_every == 0 or st.step == cfg.steps - 1:
