@@ -23,7 +23,7 @@ num_threads = 1
 acts_dir = "results/lm/acts"
 train_dir = "results/lm/train/layer4"
 layer = 4
-ce_contexts = 48
+ce_contexts = 32
 ce_seed = 0
 heldout_contexts = 0
 batch_contexts = 8
@@ -43,6 +43,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from wsae_utils import lm as L
+from wsae_utils import lm_eval as E
 from wsae_utils import lm_saes as S
 from wsae_utils.export import load_sae
 from wsae_utils.plots import save_figure, setup_style
@@ -59,7 +60,7 @@ display(pd.DataFrame([settings]).T.rename(columns={0: "value"}))
 meta = S.read_meta(acts_dir)
 trained = pd.read_csv(Path(train_dir) / "rows.csv")
 saes = {r.sae: load_sae(r.dir, dev)[0].eval() for r in trained.itertuples()}
-rule = S.FaithfulnessRule(min_ce_recovered=min_ce_recovered, min_baseline_gap=min_baseline_gap)
+rule = E.FaithfulnessRule(min_ce_recovered=min_ce_recovered, min_baseline_gap=min_baseline_gap)
 downstream = json.loads((Path(train_dir) / "metrics.json").read_text())["downstream_variant"]
 
 # %% [markdown]
@@ -68,12 +69,12 @@ downstream = json.loads((Path(train_dir) / "metrics.json").read_text())["downstr
 # %%
 t0 = time.time()
 lm = L.load_lm(meta["model"], meta["model_cache"], dev, seed=meta["seed"], dtype=meta["lm_dtype"])
-pc = S.evaluate_layer(acts_dir, layer, saes, lm, ce_contexts, ce_seed, batch_contexts, heldout_contexts)
+pc = E.evaluate_layer(acts_dir, layer, saes, lm, ce_contexts, ce_seed, batch_contexts, heldout_contexts)
 t_eval = time.time() - t0
-base = S.ce_baselines(pc)
+base = E.ce_baselines(pc)
 stats = S.layer_stats(acts_dir, layer, "train")
 names = list(saes)
-rows = S.layer_metrics(pc, stats["var"], n_outlier_dims, n_boot, boot_seed, S.comparisons(names, downstream))
+rows = E.layer_metrics(pc, stats["var"], n_outlier_dims, n_boot, boot_seed, S.comparisons(names, downstream))
 long = pd.DataFrame(rows)
 n_tokens = int(pc.n_rows.sum())
 display(Markdown(
@@ -138,7 +139,7 @@ var = stats["var"].numpy()
 show_names = [n for n in names if n.startswith(("paper", "cap", "standardize"))]
 fig, ax = plt.subplots(figsize=(7, 4))
 for n in show_names:
-    ax.scatter(var, S.per_dim_fvu(pc, n).numpy(), s=4, alpha=0.5, label=n)
+    ax.scatter(var, E.per_dim_fvu(pc, n).numpy(), s=4, alpha=0.5, label=n)
 ax.set(xscale="log", yscale="log", xlabel="training variance of the dimension",
        ylabel="held-out FVU of the dimension", title=f"layer {layer}: per-dimension FVU")
 ax.axhline(1, color="grey", lw=0.8, ls="--")

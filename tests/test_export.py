@@ -95,6 +95,7 @@ def test_saelens_reproduces_project_fvu_on_cached_heldout_from_cfg_json_alone(tm
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from wsae_utils import lm as L
+    from wsae_utils import lm_eval as E
     from wsae_utils import lm_saes as S
     from wsae_utils.text import TokenSet
 
@@ -113,8 +114,8 @@ def test_saelens_reproduces_project_fvu_on_cached_heldout_from_cfg_json_alone(tm
     specs = S.layer_specs(stats, [0.0, 1.0], ["standardize"], "cap", permuted_control=False)
     trained = S.train_layer_saes(acts, 1, specs, stats, S.LayerTrainConfig(
         n_latents=96, k=6, steps=20, batch_size=32, lr=3e-3, monitor_contexts=2, shuffle_shards=2))
-    pc = S.evaluate_layer(acts, 1, {n: t.sae for n, t in trained.items()}, lm=None)
-    ours = {r["sae"]: r["value"] for r in S.layer_metrics(pc, stats["var"], 2, 20) if r["metric"] == "fvu"}
+    pc = E.evaluate_layer(acts, 1, {n: t.sae for n, t in trained.items()}, lm=None)
+    ours = {r["sae"]: r["value"] for r in E.layer_metrics(pc, stats["var"], 2, 20) if r["metric"] == "fvu"}
     held = torch.cat([x for _, x in S.iter_activations(acts, 1, "heldout")])
     for name, t in trained.items():
         out = save_sae(t.sae, tmp_path / name, alpha=t.spec.alpha, metadata={"seqpos_slice": [1, None]})

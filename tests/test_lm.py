@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from wsae_utils import lm as L
+from wsae_utils import lm_eval as E
 from wsae_utils import lm_saes as S
 from wsae_utils import text as T
 from wsae_utils.sae import SAEConfig, SparseAutoencoder
@@ -208,8 +209,7 @@ def test_gamma_variants():
     stats = {"mean": torch.zeros(20), "var": var, "std": var.sqrt()}
     names = [s.name for s in S.layer_specs(stats, [0.0, 0.5, 1.0], ["mean", "standardize"], "cap")]
     assert names == ["paper/alpha0", "paper/alpha0.5", "paper/alpha1", "cap/alpha0.5", "cap/alpha1",
-                     "mean/alpha0.5", "mean/alpha1", "standardize/alpha0", "standardize/alpha0.5",
-                     "standardize/alpha1", "permuted/alpha1"]
+                     "mean/alpha1", "standardize/alpha0", "standardize/alpha1", "permuted/alpha1"]
     pairs = dict(S.comparisons(names, "cap")[:-1])
     assert pairs["cap/alpha1"] == "paper/alpha0" and pairs["standardize/alpha1"] == "standardize/alpha0"
     assert ("permuted/alpha1", "cap/alpha1") in S.comparisons(names, "cap")
@@ -264,8 +264,8 @@ def _identity_sae(d, scale=1.0):
 def test_evaluate_perfect_and_half_saes_against_independent_ce_kl(tiny_llama, cache):
     layer = 1
     saes = {"paper/alpha0": _identity_sae(32), "paper/alpha1": _identity_sae(32, 0.5)}
-    pc = S.evaluate_layer(cache, layer, saes, tiny_llama, ce_contexts=5, batch_contexts=4)
-    rows = S.layer_metrics(pc, S.layer_stats(cache, layer)["var"], 3, 200, 0, [("paper/alpha1", "paper/alpha0")])
+    pc = E.evaluate_layer(cache, layer, saes, tiny_llama, ce_contexts=5, batch_contexts=4)
+    rows = E.layer_metrics(pc, S.layer_stats(cache, layer)["var"], 3, 200, 0, [("paper/alpha1", "paper/alpha0")])
     v = {(r["sae"], r["metric"], r["kind"]): r for r in rows}
     perfect = {m: v[("paper/alpha0", m, "value")]["value"] for m in ("fvu", "ce_recovered", "kl", "l0")}
     assert perfect["fvu"] < 1e-10 and abs(perfect["ce_recovered"] - 1) < 1e-5 and abs(perfect["kl"]) < 1e-5
@@ -294,12 +294,12 @@ def test_evaluate_perfect_and_half_saes_against_independent_ce_kl(tiny_llama, ca
         assert r["ci_lo"] <= r["value"] + 1e-9 and r["value"] <= r["ci_hi"] + 1e-9
     d = v[("paper/alpha1", "fvu", "diff")]
     assert d["value"] > 0 and d["ci_lo"] > 0 and d["baseline"] == "paper/alpha0"
-    base = S.ce_baselines(pc)
+    base = E.ce_baselines(pc)
     assert base["ce_contexts"] == 5 and base["baseline_gap"] == pytest.approx(ce["zero"] - ce["clean"], rel=1e-4)
 
 
 def test_faithfulness_rule_guards_degenerate_baseline():
-    rule = S.FaithfulnessRule(min_ce_recovered=0.5, min_baseline_gap=0.1)
+    rule = E.FaithfulnessRule(min_ce_recovered=0.5, min_baseline_gap=0.1)
     assert rule.verdict(0.3, 0.9, 2.0) == "faithful"
     assert rule.verdict(1.26, 0.9, 2.0) == "not faithful"  # worse than the mean: never faithful
     assert rule.verdict(0.3, 0.4, 2.0) == "not faithful"
@@ -324,5 +324,6 @@ def test_hub_model_offline_fails_fast_naming_default(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert "ERR" in out.stdout, out.stderr[-2000:]
     seconds = float(out.stdout.split()[1])
-    assert seconds < 5 and "smollm2-135m" in out.stdout and "pythia-160m" in out.stdout
+    # no 48 s of hub retries (20 s leaves room for a busy machine)
+    assert seconds < 20 and "smollm2-135m" in out.stdout and "pythia-160m" in out.stdout
     assert time.time() - t < 60

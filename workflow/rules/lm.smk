@@ -51,7 +51,7 @@ if section_enabled("lm"):
     use rule _notebook as lm_sae with:
         input:
             nb=notebook("lm_sae"),
-            code=code("lm", "text", "lm_saes", "export"),
+            code=code("lm", "text", "lm_saes", "lm_eval", "export"),
             meta=f"{LM_ACTS}/meta.json",
             train="results/lm/train/layer{layer}/rows.csv",
         output:
@@ -85,7 +85,7 @@ if section_enabled("lm"):
     use rule _notebook as lm_summary with:
         input:
             nb=notebook("lm_summary"),
-            code=code("lm_saes"),
+            code=code("lm_saes", "lm_eval"),
             table="results/tables/lm_sae.csv",
             long=[f"results/lm/sae/layer{l}/long.csv" for l in lm_layers()],
         output:
