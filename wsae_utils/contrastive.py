@@ -179,7 +179,7 @@ def pretrain_end_to_end(backbone: nn.Module, projector: nn.Module, ds: torch.uti
     Views are made on the batch by `augment` on `device`. `max_steps` > 0 stops early (smoke tests).
     The checkpoint (written each epoch) holds models, optimiser, step and the loss curve.
     """
-    from .train import load_checkpoint, save_checkpoint
+    from .train import save_checkpoint
 
     device = torch.device(device)
     backbone.to(device).train()
@@ -188,7 +188,9 @@ def pretrain_end_to_end(backbone: nn.Module, projector: nn.Module, ds: torch.uti
     steps_per_epoch = max(1, index.numel() // cfg.batch_size)
     total = steps_per_epoch * epochs if not max_steps else min(max_steps, steps_per_epoch * epochs)
     step, losses = 0, []
-    if checkpoint_path is not None and (ck := load_checkpoint(checkpoint_path)) is not None:
+    if checkpoint_path is not None and Path(checkpoint_path).is_file():
+        # our own resume file, still read as weights only: nothing in it needs more than tensors and containers
+        ck = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
         backbone.load_state_dict(ck["backbone"])
         projector.load_state_dict(ck["projector"])
         opt.load_state_dict(ck["opt"])
