@@ -170,11 +170,11 @@ def slurm_cluster(tmp_path_factory):
     LOCK.touch(exist_ok=True)
     lock = LOCK.open("w")
     fcntl.flock(lock, fcntl.LOCK_EX)  # wait for another session's test cluster to go
-    if SYS_CONF.exists() or SYS_CONF.is_symlink():
-        if not SYS_CONF.is_symlink():
-            lock.close()
-            pytest.skip(f"{SYS_CONF} is a real SLURM config on this machine; the test does not touch it")
-        SYS_CONF.unlink()  # a dangling link left by a killed test session (we hold the lock)
+    if SYS_CONF.exists():  # a real cluster's config, or the link of another private cluster that is up
+        lock.close()
+        pytest.skip(f"{SYS_CONF} exists (another SLURM set-up on this machine); the test does not touch it")
+    if SYS_CONF.is_symlink():
+        SYS_CONF.unlink()  # dangling: left by a killed test session (we hold the lock)
     state = tmp_path_factory.mktemp("slurm")
     conf = state / "etc" / "slurm.conf"
     try:

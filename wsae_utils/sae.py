@@ -5,7 +5,10 @@ One module, one model: encoder rows and decoder rows are both stored as [n_laten
 special case `tied=True, bias=False`: x_m = σ(W_m x_p), x̂_p = W_mᵀ x_m with W_m = `W_enc`.
 
 Top-k runs a sparse path: the encoder's backward and the decoder touch only the k selected latents per row
-(embedding_bag / index_add), so a step costs one dense GEMM instead of three (the sparsify trick).
+(embedding_bag's kernels), so a step costs one dense GEMM instead of three (the sparsify trick), and no dense
+[batch, n_latents] gradient is ever formed. `topk_loss_and_grads` is that step written out by hand (no autograd
+graph), which the trainer uses; with `matmul_dtype=bfloat16` only the selection GEMM runs in bf16 (AVX512-BF16
+CPUs, GPUs): the selected values, the weights and every gradient stay fp32.
 """
 
 from __future__ import annotations
@@ -143,7 +146,7 @@ class _TopKSAE(torch.autograd.Function):
 
     Only the encoder forward is a dense GEMM. The backward touches the k selected latents per row: the
     decoder and encoder weight gradients are embedding_bag weight-gradients (sorted scatter-adds, no
-    [B·k, d] or [B, n_latents] temporary), the gradients of the values are row dot products.
+    [B, n_latents] gradient), the gradients of the values are row dot products.
     """
 
     @staticmethod

@@ -49,7 +49,8 @@ class TrainConfig:
     seed: int = 0
     """Seed of the SAE initialisation and of any randomness the trainer itself draws."""
     matmul_dtype: str = "float32"
-    """'bfloat16' runs the encoder GEMM under bf16 (weights and Adam stay fp32); use on GPU."""
+    """'bfloat16' runs the encoder GEMM in bf16 (top-k: only the latent selection; values, weights, gradients and
+    Adam stay fp32): ~3x faster on GPUs and AVX512-BF16 CPUs, within the tolerance tested in tests/test_sae.py."""
     log_every: int = 10
     """Record the loss every this many steps in `loss_curve`."""
 
