@@ -339,3 +339,10 @@ def test_missing_vision_paths_refused_before_any_job():
     block["sae"]["seeds"] = [0, 1]
     with pytest.raises(ConfigError, match="vision.backbone.checkpoint_path = '/nonexistent/ncl.ckpt': no such"):
         resolve_config({"vision": block})
+
+
+def test_max_loss_rise_flags_a_jump_only():
+    smooth = [5.0 / (1 + 0.05 * t) for t in range(200)]
+    assert C.max_loss_rise(smooth) == 0.0
+    jumped = smooth[:100] + [v + 1.3 for v in smooth[100:120]] + smooth[120:]
+    assert C.max_loss_rise(jumped) == pytest.approx(1.3, abs=0.1)
