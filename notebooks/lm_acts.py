@@ -162,4 +162,4 @@ display(Markdown(
     "training)."))
 display(Markdown(conclusion_markdown(claims)))
 metrics["claims"] = claims
-write_metrics(out / "metrics.json", metrics, **settings)
+_ = write_metrics(out / "metrics.json", metrics, **settings)

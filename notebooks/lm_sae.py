@@ -149,7 +149,7 @@ plt.show()
 
 # %%
 write_table(wide, out / "rows.csv")
-write_table(long.assign(layer=layer), out / "long.csv")
+_ = write_table(long.assign(layer=layer), out / "long.csv")
 
 # %% [markdown]
 # ## Conclusion
@@ -170,4 +170,4 @@ display(Markdown(f"Layer {layer}: faithful by the rule above: {', '.join(faithfu
 claims: list = []
 display(Markdown(conclusion_markdown(claims)))
 metrics["claims"] = claims
-write_metrics(out / "metrics.json", metrics, **settings)
+_ = write_metrics(out / "metrics.json", metrics, **settings)

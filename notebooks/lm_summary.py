@@ -136,4 +136,5 @@ for (layer_, sae_), r in fvu.iterrows():
     metrics[f"delta_fvu_l{layer_}_{sae_.replace('/', '_')}"] = r.value
 metrics["claims"] = claims
 display(Markdown(conclusion_markdown(claims)))
-write_metrics(out / "metrics.json", metrics, table=table, long_tables=long_tables, ce_tolerance=ce_tolerance)
+_ = write_metrics(out / "metrics.json", metrics, table=table, long_tables=long_tables,
+                  ce_tolerance=ce_tolerance)

@@ -204,7 +204,7 @@ for n, t in trained.items():
     dirs.append(str(path))
 diag_table["dir"] = dirs
 write_table(diag_table, out / "rows.csv")
-write_table(mon.assign(layer=layer), out / "monitor.csv")
+_ = write_table(mon.assign(layer=layer), out / "monitor.csv")
 
 # %% [markdown]
 # ## Conclusion
@@ -230,4 +230,4 @@ display(Markdown(
 claims: list = []
 display(Markdown(conclusion_markdown(claims)))
 metrics["claims"] = claims
-write_metrics(out / "metrics.json", metrics, **settings)
+_ = write_metrics(out / "metrics.json", metrics, **settings)
