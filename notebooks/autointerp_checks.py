@@ -15,8 +15,9 @@
 # Proxies (all named as proxies, never as the paper's metric): token-identity rules (`lexical-*`); rules over
 # the token with its preceding context (`context-*`), each scored by detection (does this window activate the
 # latent?) and fuzzing (are the highlighted tokens the right ones?); delphi's embedding scorer with MiniLM
-# (`embedding`, AUC); and two explanation-free MiniLM measures (`intruder`: spot the silent window among four
-# activating ones; `coherence`: similarity of activating windows minus activating-vs-silent). Windows are
+# (`embedding`, AUC); and three explanation-free MiniLM measures (`intruder`: spot the silent window among four
+# activating ones; `coherence`: similarity of activating windows minus activating-vs-silent; `word-intruder`:
+# word intrusion, Chang et al. 2009, on the token types of a latent's strongest activations). Windows are
 # non-overlapping `window`-token slices of the held-out contexts (BOS excluded); the MiniLM vectors of all of them
 # are computed here once for every layer's notebook.
 
@@ -108,7 +109,7 @@ display(Markdown(f"{meta['model']}, held-out document(s) {', '.join(meta['splits
                  f"(of {meta['splits']['heldout']['n_contexts']} held-out contexts)."))
 
 # %% [markdown]
-# ## MiniLM vectors of every window (shared by every layer's notebook)
+# ## MiniLM vectors of every window and of every token type (shared by every layer's notebook)
 
 # %%
 t0 = time.time()
@@ -121,11 +122,14 @@ if embed:
     vecs[order] = encoder.encode([texts[i] for i in order])
     save_file({"vecs": vecs}, str(out / "window_vecs.safetensors"))
     encode_text = encoder.encode
+    type_vecs = A.type_vectors(tokens, token_str, encoder.encode)
 else:
-    vecs, encode_text = None, None
+    vecs, encode_text, type_vecs = None, None, None
     save_file({"vecs": np.zeros((0, 384), np.float32)}, str(out / "window_vecs.safetensors"))
+save_file({"vecs": type_vecs if type_vecs is not None else np.zeros((0, 384), np.float32)},
+          str(out / "type_vecs.safetensors"))
 t_embed = time.time() - t0
-log(f"embedded {windows.n} windows in {t_embed:.1f} s")
+log(f"embedded {windows.n} windows and the token types in {t_embed:.1f} s")
 
 # %% [markdown]
 # ## Planted latents: known meaning, expected scores
@@ -137,7 +141,8 @@ names, dense = A.planted_latents(tokens, token_str, seed=seed, random_density=pl
 planted_acts = A.SparseActs.from_dense_rows(list(range(len(names))), dense)
 counts = A.window_counts(planted_acts, windows)
 records = A.build_records(planted_acts, windows, record_cfg, rows=np.arange(len(names)))
-rows, expl = A.score_offline(records, tokens, token_str, vecs, encode_text, lexical_cfg, context_cfg, seed)
+rows, expl = A.score_offline(records, tokens, token_str, vecs, encode_text, lexical_cfg, context_cfg, seed,
+                             type_vecs)
 scores = pd.DataFrame(rows)
 scores["planted"] = [names[i] for i in scores.row]
 expl_table = pd.DataFrame(expl).assign(planted=names, active_windows=counts)

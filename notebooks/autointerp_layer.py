@@ -94,6 +94,8 @@ tokens = S.load_tokens(acts_dir, "heldout").numpy()[: protocol["n_contexts"]]
 windows = A.Windows(tokens.shape[0], tokens.shape[1], protocol["window"])
 vecs = load_file(str(Path(checks_dir) / "window_vecs.safetensors"))["vecs"]
 vecs = vecs if len(vecs) == windows.n else None
+type_vecs = load_file(str(Path(checks_dir) / "type_vecs.safetensors"))["vecs"]
+type_vecs = type_vecs if len(type_vecs) else None
 meta = S.read_meta(acts_dir)
 tokenizer = L.load_tokenizer(meta["model"], cache_dir=meta.get("model_cache", "resources/models"))
 token_str = A.token_decoder(tokenizer)
@@ -167,7 +169,8 @@ for name, (idx, val) in progress(topk.items(), desc="score"):
     rec.meta.update({"sae": name, "layer": layer, **{k: v for k, v in info[name].items() if k != "dir"}})
     rec.save(out / "records" / name.replace("/", "_"))
     records[name] = rec
-    rows, expl = A.score_offline(rec, tokens, token_str, vecs, encode_text, lexical_cfg, context_cfg, seed)
+    rows, expl = A.score_offline(rec, tokens, token_str, vecs, encode_text, lexical_cfg, context_cfg, seed,
+                                 type_vecs)
     all_scores += [{"sae": name, **r} for r in rows]
     all_expl += [{"sae": name, **e} for e in expl]
 scores = pd.DataFrame(all_scores)

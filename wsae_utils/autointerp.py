@@ -191,8 +191,9 @@ def window_counts(acts: SparseActs, windows: Windows) -> np.ndarray:
     """Number of distinct windows in which each stored latent fires."""
     row = np.repeat(np.arange(len(acts.latents)), np.diff(acts.indptr))
     w = windows.of_flat(acts.flat)
-    key = np.unique(row[w >= 0] * windows.n + w[w >= 0])
-    return np.bincount(key // windows.n, minlength=len(acts.latents))
+    key = np.sort(row[w >= 0] * windows.n + w[w >= 0])  # rows are sorted by token already: a cheap sort
+    first = np.r_[True, key[1:] != key[:-1]] if len(key) else np.zeros(0, bool)
+    return np.bincount(key[first] // windows.n, minlength=len(acts.latents))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -505,10 +506,10 @@ class RuleTestSet:
 
     @classmethod
     def build(cls, records: Records, i: int, tokens: np.ndarray, families: tuple[str, ...], near: int = 4,
-              seed: int = 0) -> RuleTestSet:
+              seed: int = 0, items: list[FuzzItem] | None = None) -> RuleTestSet:
         """Keys of the test windows (activating first, then silent: the order of both test sets)."""
         wins, labels = detection_items(records, i)
-        items = fuzz_items(records, i, seed)
+        items = fuzz_items(records, i, seed) if items is None else items
         assert [it.win for it in items] == wins.tolist()
         pos = [records.windows.positions(w) for w in wins]
         flat = np.concatenate(pos) if pos else np.zeros(0, np.int64)
@@ -573,12 +574,64 @@ def intruder_accuracy(win_vecs: dict[int, np.ndarray], records: Records, i: int,
 
 def coherence_gap(win_vecs: dict[int, np.ndarray], records: Records, i: int) -> float:
     """Explanation-free: mean cos among activating windows minus mean cos activating vs silent (chance 0)."""
-    act = np.stack([win_vecs[int(w)] for w in records.test_act[i] if w >= 0])
-    non = np.stack([win_vecs[int(w)] for w in records.test_non[i] if w >= 0])
-    s = act @ act.T
-    n = len(act)
-    within = (s.sum() - np.trace(s)) / max(n * (n - 1), 1)
-    return float(within - (act @ non.T).mean())
+    act_w = [int(w) for w in records.test_act[i] if w >= 0]
+    non_w = [int(w) for w in records.test_non[i] if w >= 0]
+    if len(act_w) < 2 or not non_w:
+        return float("nan")
+    act = np.stack([win_vecs[w] for w in act_w]).astype(np.float64)
+    non = np.stack([win_vecs[w] for w in non_w]).astype(np.float64)
+    # sums instead of Gram matrices: the same means in O(n·d) (tiny BLAS calls are slow on a loaded machine)
+    sa, n = act.sum(0), len(act)
+    within = (sa @ sa - (act * act).sum()) / (n * (n - 1))
+    return float(within - sa @ non.sum(0) / (n * len(non)))
+
+
+def type_vectors(tokens: np.ndarray, token_str: Callable[[int], str],
+                 encode_text: Callable[[list[str]], np.ndarray]) -> np.ndarray:
+    """Unit MiniLM vectors of every token type in `tokens` (its text, stripped), [max id + 1, dim]; zeros elsewhere."""
+    types = np.unique(tokens)
+    vecs = encode_text([token_str(int(t)).strip() or token_str(int(t)) for t in types])
+    out = np.zeros((int(types.max()) + 1, vecs.shape[1]), np.float32)
+    out[types] = vecs
+    return out
+
+
+def word_intrusion(records: Records, i: int, tokens: np.ndarray, type_vecs: np.ndarray, n_top: int = 50,
+                   n_types: int = 10, group: int = 4, n_trials: int = 30, seed: int = 0) -> float:
+    """Explanation-free word intrusion (Chang et al. 2009, "Reading tea leaves") on a latent's top activations.
+
+    The latent's `n_top` strongest activations give its token types (ranked by summed activation, the first
+    `n_types` kept). Each trial shows `group` of them plus one intruder: a type the latent fires on at most half
+    as often as on its own types, matched in corpus frequency to a random group member (so frequency cannot give
+    it away); the guess is the type least similar (MiniLM) to the others. Accuracy; chance = 1 / (group + 1);
+    NaN when the latent has fewer than `group` types (a single-token latent) or no intruder exists.
+    """
+    flat_tok = tokens.reshape(-1)
+    f, v = records.acts.row(i)
+    if len(f) == 0:
+        return float("nan")
+    top = np.argsort(-v, kind="stable")[:n_top]
+    mass = np.bincount(flat_tok[f[top]], weights=v[top], minlength=len(type_vecs))
+    types = np.argsort(-mass, kind="stable")[: min(n_types, int((mass > 0).sum()))]
+    if len(types) < group:
+        return float("nan")
+    freq = np.bincount(flat_tok, minlength=len(type_vecs)).astype(float)
+    rate = np.bincount(flat_tok[f], minlength=len(type_vecs)) / np.maximum(freq, 1)
+    pool = np.flatnonzero((freq > 0) & (rate <= 0.5 * np.median(rate[types])))
+    pool = np.setdiff1d(pool, types)
+    if len(pool) == 0:
+        return float("nan")
+    logf = np.log(freq[pool])
+    rng = np.random.default_rng(seed * 1_000_003 + i)
+    hits = 0
+    for _ in range(n_trials):
+        g = list(rng.choice(types, size=group, replace=False))
+        near = np.argsort(np.abs(logf - np.log(freq[rng.choice(g)])), kind="stable")[:5]
+        vv = type_vecs[[*g, int(pool[rng.choice(near)])]]
+        sim = vv @ vv.T
+        np.fill_diagonal(sim, np.nan)
+        hits += int(np.nanargmin(np.nanmean(sim, 1)) == group)
+    return hits / n_trials
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -600,9 +653,10 @@ PLANTED_EXPECTED: dict[str, dict[str, tuple[float, float]]] = {
                  "context-fuzzing": (0.85, 1.0)},
     "in_quotes": {"lexical-detection": (0.4, 0.8), "lexical-fuzzing": (0.4, 0.7), "context-detection": (0.6, 1.0),
                   "context-fuzzing": (0.45, 1.0)},
-    "random": {p: (0.4, 0.6) for p in ("lexical-detection", "lexical-fuzzing", "context-detection",
-                                       "context-fuzzing")},
+    "random": {**{p: (0.4, 0.6) for p in ("lexical-detection", "lexical-fuzzing", "context-detection",
+                                          "context-fuzzing")}, "word-intruder": (0.0, 0.4)},
 }
+PLANTED_EXPECTED["digit"]["word-intruder"] = (0.8, 1.0)  # ten digit types, close in MiniLM space
 
 
 def planted_latents(tokens: np.ndarray, token_str: Callable[[int], str], seed: int = 0,
@@ -652,20 +706,23 @@ OFFLINE_PROXIES: dict[str, tuple[str, float]] = {
     "embedding": ("MiniLM cos(explanation text, window), AUC activating vs silent (delphi's embedding scorer)", 0.5),
     "intruder": ("MiniLM, no explanation: spot the silent window among 4 activating ones (accuracy)", 0.2),
     "coherence": ("MiniLM, no explanation: mean cos within activating windows minus activating-vs-silent", 0.0),
+    "word-intruder": ("MiniLM token vectors, no explanation: spot the intruding token type among 4 of the latent's "
+                      "top-activation types (accuracy, Chang et al. 2009)", 0.2),
 }
-EXPLANATION_FREE = ("intruder", "coherence")
+EXPLANATION_FREE = ("intruder", "coherence", "word-intruder")
 
 
 def score_offline(records: Records, tokens: np.ndarray, token_str: Callable[[int], str],
                   win_vecs: np.ndarray | None = None, encode_text: Callable[[list[str]], np.ndarray] | None = None,
                   lexical: ExplainerConfig | None = None, context: ExplainerConfig | None = None,
-                  seed: int = 0) -> tuple[list[dict], list[dict]]:
+                  seed: int = 0, type_vecs: np.ndarray | None = None) -> tuple[list[dict], list[dict]]:
     """Every offline proxy for every record, with the shuffled-explanation control.
 
     Returns (score rows {row, latent, proxy, score, shuffled}, explanation rows {row, latent, lexical, context}).
     `win_vecs` [n_windows, dim] (unit-norm MiniLM vectors of the window texts) and `encode_text` enable the
-    embedding-based proxies. The shuffled control scores record i with record perm[i]'s explanation (perm a
-    seeded derangement); explanation-free proxies have no shuffled score.
+    embedding-based proxies, `type_vecs` (see `type_vectors`) the word-intrusion proxy. The shuffled control
+    scores record i with record perm[i]'s explanation (perm a seeded derangement); explanation-free proxies have
+    no shuffled score.
     """
     lexical = lexical or ExplainerConfig(families=("tok",))
     context = context or ExplainerConfig(families=FAMILIES)
@@ -679,8 +736,9 @@ def score_offline(records: Records, tokens: np.ndarray, token_str: Callable[[int
         lat = int(records.acts.latents[i])
         j = int(perm[i])
         expl.append({"row": i, "latent": lat, "lexical": lex[i].text, "context": ctx[i].text})
+        items = fuzz_items(records, i, seed)
         for name, ex, cfg in (("lexical", lex, lexical), ("context", ctx, context)):
-            test = RuleTestSet.build(records, i, tokens, tuple(cfg.families), cfg.near, seed)
+            test = RuleTestSet.build(records, i, tokens, tuple(cfg.families), cfg.near, seed, items)
             (d, f), (ds, fs) = test.scores(ex[i]), test.scores(ex[j])
             rows.append({"row": i, "latent": lat, "proxy": f"{name}-detection", "score": d, "shuffled": ds})
             rows.append({"row": i, "latent": lat, "proxy": f"{name}-fuzzing", "score": f, "shuffled": fs})
@@ -693,6 +751,9 @@ def score_offline(records: Records, tokens: np.ndarray, token_str: Callable[[int
                          "shuffled": float("nan")})
             rows.append({**base, "proxy": "coherence", "score": coherence_gap(wv, records, i),
                          "shuffled": float("nan")})
+        if type_vecs is not None:
+            rows.append({"row": i, "latent": lat, "proxy": "word-intruder",
+                         "score": word_intrusion(records, i, tokens, type_vecs, seed=seed), "shuffled": float("nan")})
     return rows, expl
 
 

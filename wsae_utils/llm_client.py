@@ -106,7 +106,7 @@ class OpenAIChat:
             reason = getattr(err, "reason", err)
             raise BackendError(
                 f"no OpenAI-compatible server answers at {self.base_url} ({reason}). Start one (README: "
-                "'Auto-interpretability with an LLM'), fix autointerp.*.base_url, or use backend: offline."
+                "'Auto-interpretability'), fix autointerp.base_url, or set autointerp.backend: offline."
             ) from None
 
     def _post(self, payload: dict[str, Any]) -> str:

@@ -7,6 +7,17 @@ AI_DIR = "results/autointerp"
 AI_CODE = ["autointerp", "llm_client", "lm", "lm_saes", "text", "export"]
 
 
+if section_enabled("autointerp") and section_enabled("lm") and config["autointerp"].get("backend") == "openai":
+
+    # An unreachable LLM server stops the run before any job starts (the checks notebook pings again).
+    onstart:
+        from wsae_utils.llm_client import OpenAIChat
+
+        OpenAIChat(
+            config["autointerp"].get("base_url", ""), "ping", config["autointerp"].get("api_key_env") or None
+        ).check()
+
+
 if section_enabled("autointerp") and section_enabled("lm"):
 
     use rule _notebook as autointerp_checks with:
@@ -19,6 +30,7 @@ if section_enabled("autointerp") and section_enabled("lm"):
             metrics=f"{AI_DIR}/checks/metrics.json",
             protocol=f"{AI_DIR}/checks/protocol.json",
             vecs=f"{AI_DIR}/checks/window_vecs.safetensors",
+            types=f"{AI_DIR}/checks/type_vecs.safetensors",
             rows=f"{AI_DIR}/checks/rows.csv",
         log:
             **nb_logs(f"{AI_DIR}/checks"),
@@ -37,6 +49,7 @@ if section_enabled("autointerp") and section_enabled("lm"):
             code=code(*AI_CODE),
             protocol=f"{AI_DIR}/checks/protocol.json",
             vecs=f"{AI_DIR}/checks/window_vecs.safetensors",
+            types=f"{AI_DIR}/checks/type_vecs.safetensors",
             train="results/lm/train/layer{layer}/rows.csv",
             saes=[f"results/lm/saes/layer{{layer}}/alpha{t}/cfg.json" for t in lm_alpha_tags()],
         output:
