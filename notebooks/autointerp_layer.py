@@ -217,7 +217,7 @@ explanations_path = write_table(explanations, out / "explanations.csv")
 # that knows nothing (0.5 balanced accuracy / AUC, 0.2 intruder, 0 coherence).
 
 # %%
-model_of = {"offline": "rules + all-MiniLM-L6-v2 (non-LLM proxy)", backend: llm_model}
+model_of = {backend: llm_model, "offline": "rules + all-MiniLM-L6-v2 (non-LLM proxy)"}
 summary = []
 for name in topk:
     for p in scores.proxy.unique():
