@@ -15,8 +15,10 @@
 # one held-out split, read on another; the all-zero latent vector scores 1), matched cosine (one latent per
 # feature) and matchable MCC. All metrics are unweighted, also for the WSAE.
 #
-# **Weighting improves recovery** in a setting when the paired ΔL_GT/E‖x‖² has its interval below 0, the WSAE beats
-# the all-zero baseline (L_GT/E‖x‖² < 1), and the matched cosine is not significantly lower.
+# **Weighting improves recovery** in a setting when the paired ΔL_GT/E‖x‖² has its interval below 0, the WSAE clearly
+# beats the all-zero baseline (L_GT/E‖x‖² ≤ `better_than_zero`; a WSAE that merely suppresses its latents drifts to 1
+# and "lowers" L_GT without recovering anything), and neither the matched cosine nor the matchable MCC is
+# significantly lower.
 
 # %% tags=["parameters"]
 out_dir = "results/dev/toy_wsae"
@@ -45,6 +47,7 @@ batch_size = 256
 lr = 1.0e-2
 pool_rows = 16384
 eval_samples = 8192
+better_than_zero = 0.9
 convergence_window = 0.1
 convergence_rtol = 0.02
 convergence_atol = 5.0e-4
@@ -67,7 +70,7 @@ out, dev = start_run(out_dir, seeds[0], device, num_threads)
 settings = {k: globals()[k] for k in (
     "seeds", "wp_specs", "train_wp", "sparsities", "alphas", "proxies", "gamma_normalize", "sae_kinds", "topk_k",
     "jumprelu_threshold", "jumprelu_l0_coeff", "latent_ratio", "steps", "batch_size", "lr", "pool_rows",
-    "eval_samples", "convergence_window", "convergence_rtol", "convergence_atol", "num_threads", "device")}
+    "eval_samples", "better_than_zero", "convergence_window", "convergence_rtol", "convergence_atol", "num_threads", "device")}
 rule = ts.ConvergenceRule(convergence_window, convergence_rtol, convergence_atol)
 metrics: dict = {}
 display(Markdown(f"**Convergence criterion**: {rule.describe()}. Only pairs where both runs converged enter a "
@@ -160,8 +163,8 @@ for (wp, kind, S, proxy, a), grp in df[df.alpha > 0].groupby(["wp", "kind", "spa
     row["sae_L_GT_rel"] = float(base.loc[ok, "L_GT_rel"].mean()) if len(ok) else float("nan")
     row["L_SAE_ratio"] = float((w.loc[ok, "L_SAE_rel"] / base.loc[ok, "L_SAE_rel"]).mean()) if len(ok) else float("nan")
     decidable = len(ok) >= 2
-    row["improves_recovery"] = bool(decidable and row["d_L_GT_rel_hi"] < 0 and row["wsae_L_GT_rel"] < 1
-                                    and row["d_matched_cos_hi"] >= 0)
+    row["improves_recovery"] = bool(decidable and row["d_L_GT_rel_hi"] < 0 and row["wsae_L_GT_rel"] <= better_than_zero
+                                    and row["d_matched_cos_hi"] >= 0 and row["d_mcc_matchable_hi"] >= 0)
     row["latent_var_higher"] = bool(decidable and row["d_latent_var_lo"] > 0)
     row["decidable"] = decidable
     pair_rows.append(row)
@@ -206,14 +209,15 @@ sec = pairs[pairs.decidable]
 claims = [claim(
     "toy-wsae",
     test=(f"Variance-proxy WSAE (α = {max(alphas)}) vs the plain SAE with the same seed, {sae_kinds[0]} SAE on "
-          f"{', '.join(train_wp)} at S ∈ {sparsities}: paired ΔL_GT/E‖x‖² 95 % interval below 0, WSAE below the "
-          f"all-zero baseline (1), matched cosine not significantly lower; {len(seeds)} seeds, converged pairs only. "
+          f"{', '.join(train_wp)} at S ∈ {sparsities}: paired ΔL_GT/E‖x‖² 95 % interval below 0, WSAE at most "
+          f"{better_than_zero} of the all-zero baseline (1), matched cosine and matchable MCC not significantly lower; {len(seeds)} seeds, converged pairs only. "
           f"Also run: oracle proxy, and the {', '.join(sae_kinds[1:])} SAEs. Flips if the variance-proxy WSAE "
           f"improves recovery in every setting."),
     numbers="; ".join(f"{r.wp} S={r.sparsity}: L_GT/E‖x‖² {r.sae_L_GT_rel:.3f} → {r.wsae_L_GT_rel:.3f}, Δ {r.d_L_GT_rel:+.3f} "
                       f"[{r.d_L_GT_rel_lo:+.3f}, {r.d_L_GT_rel_hi:+.3f}] (n = {r.pairs})" for r in theory.itertuples())
     + f". Weighting improves recovery {answer}. Secondary claims over all {len(sec)} decidable settings: L_SAE "
-      f"ratio WSAE/SAE {sec.L_SAE_ratio.min():.2f}–{sec.L_SAE_ratio.max():.2f}; per-latent variance higher in "
+      f"ratio WSAE/SAE median {sec.L_SAE_ratio.median():.2f} (range {sec.L_SAE_ratio.min():.2f}–"
+      f"{sec.L_SAE_ratio.max():.2f}); per-latent variance higher in "
       f"{int(sec.latent_var_higher.sum())}/{len(sec)}. Variance vs oracle monosemanticity Spearman: "
     + ", ".join(f"{r.wp} {r.spearman:+.2f}" for r in corr_df[corr_df.sparsity == sparsities[0]].itertuples()) + ".",
     verdict=overall,

@@ -50,7 +50,8 @@ def recovery_metrics(
 ) -> dict[str, float]:
     """Ground-truth recovery of one SAE: matchings fitted on `x_fit`, every number read on held-out `x_eval`.
 
-    Keys: L_SAE (unweighted) and L_SAE_rel = L_SAE / E‖x_p‖²; L_GT and L_GT_rel = L_GT / E‖x‖² (the all-zero
+    Untied SAEs' latents are read in input units (z_j·‖d_j‖). Keys: L_SAE (unweighted) and L_SAE_rel = L_SAE / E‖x_p‖²;
+    L_GT and L_GT_rel = L_GT / E‖x‖² (the all-zero
     latent vector scores exactly 1); mcc_matchable / mcc_all; matched_cos (Hungarian, one latent per feature)
     and mean_max_cos; recovered (matched cosine ≥ `cos_threshold`); n_eff and top_share (features driving each
     latent when it fires, Top-k aware, latents firing ≥ `min_fires` rows) on the fixed random sparse inputs
@@ -75,6 +76,11 @@ def recovery_metrics(
     xp_eval = x_eval @ Wp.T
     z_fit, z_eval = encode_weights(w, cfg, x_fit @ Wp.T), encode_weights(w, cfg, xp_eval)
     l_sae = float((xp_eval - decode_weights(w, cfg, z_eval)).pow(2).sum(1).mean())
+    if not cfg.spec["tied"]:
+        # Untied latents are read in input units, z_j·‖d_j‖ (the identity for unit-norm decoders): the decoder norm is
+        # a free gauge there. The tied theory SAE keeps its raw latents, as the paper defines L_GT.
+        scale = w["W_dec"].norm(dim=1)
+        z_fit, z_eval = z_fit * scale, z_eval * scale
     l_gt, match = ground_truth_loss_split(x_fit, z_fit, x_eval, z_eval)
     mcc = mcc_split(x_fit, z_fit, x_eval, z_eval)
     mcos, per_cos, _ = matched_cosine(Wp.T, w["W_dec"])
@@ -105,6 +111,8 @@ def recovery_metrics(
         "n_eff_data": _nanmean(shares_data["n_eff"]),
         "fpl_probe_tau0": features_per_latent(probe, tau=probe_tau),
         "fpl_probe_rel": features_per_latent_relative(probe, probe_tau_rel),
+        "probe_tau": probe_tau,
+        "probe_tau_rel": probe_tau_rel,
         "alive": int((fires > 0).sum()),
         "dead_frac": float((fires == 0).double().mean()),
         "l0": float((z_eval != 0).sum(1).double().mean()),
@@ -180,7 +188,7 @@ def run_groups(
         key = (g["seed"], g["sparsity"])
         if key not in pools:
             pools[key] = data_pool(W_p, pool_rows, g["sparsity"], g["seed"], nonempty=True)
-    held = {key: data_pool(W_p, min(2048, pool_rows), key[1], key[0] + 500_009, nonempty=True) for key in pools}
+    held = {key: data_pool(W_p, min(1024, pool_rows), key[1], key[0] + 500_009, nonempty=True) for key in pools}
     keys = [(g["seed"], g["sparsity"]) for g in groups]
     dev = torch.device(device)
     x_pool = torch.stack([pools[k] for k in keys]).to(dev)

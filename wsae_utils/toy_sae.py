@@ -13,7 +13,9 @@ SAE kinds (`SAE_KINDS`):
 - `topk_auxk`: the SAE practice uses (and the LM experiment): untied, encoder/decoder biases, unit-norm
   decoder rows, Top-k plus the AuxK loss on dead latents (OpenAI / sparsify recipe);
 - `jumprelu`: untied with biases and a *learned* per-latent threshold trained with straight-through
-  pseudo-derivatives and an L0 penalty (Rajamanoharan et al. 2024, Gemma Scope's recipe).
+  pseudo-derivatives and an L0 penalty (Rajamanoharan et al. 2024, Gemma Scope's recipe). Nothing fixes the scale
+  of its latents (the L0 penalty is scale-free), so its latents are compared with x in input units, z_j·‖d_j‖
+  (`toy_eval.recovery_metrics`).
 """
 
 from __future__ import annotations
@@ -279,7 +281,7 @@ def train_groups(
     """
     rule = rule or ConvergenceRule()
     cfg = sae.cfg
-    log_every = log_every or max(1, steps // 100)
+    log_every = log_every or max(1, steps // 50)
     params = [p for p in sae.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
     G = sae.groups

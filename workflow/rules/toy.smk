@@ -59,5 +59,6 @@ if section_enabled("toy"):
     for _unit, _label in TOY_UNITS.items():
         REPORTS.append(("Toy model", _label, f"results/toy/{_unit}/report.html"))
         TABLES.append((f"Toy model: {_label}", f"results/tables/toy_{_unit}.csv"))
-    FIGURES.append(("Toy: recovery and effective features per latent vs S", "results/toy/sparsity/figures/recovery_vs_sparsity.png"))
+    FIGURES.append(("Toy: effective features per latent and recovery vs S",
+                    "results/toy/sparsity/figures/recovery_vs_sparsity.png"))
     FIGURES.append(("Toy: WSAE − SAE paired ΔL_GT", "results/toy/wsae/figures/wsae_paired_lgt.png"))
