@@ -19,6 +19,7 @@ import argparse
 import datetime as dt
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -150,8 +151,7 @@ def main() -> None:
         f"layers {args.layers}; {args.tokens} tokens per configuration, best of {args.rounds} round-robin round(s).",
         f"Contention: load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end; other processes used "
         f"{foreign:.2f} CPUs on average during the timed grid (0 = quiet machine).",
-        f"Command: `.venv/bin/python benchmarks/lm_pass.py --tokens {args.tokens} --rounds {args.rounds}"
-        + (" --compile" if args.compile else "") + "`",
+        "Command: `.venv/bin/python benchmarks/lm_pass.py " + " ".join(sys.argv[1:]) + "`",
         "",
         "| threads | configuration | tokens/s | × plain fp32 (same threads) |",
         "|---|---|---|---|",
