@@ -175,6 +175,8 @@ def test_cache_round_trip_and_streaming(tiny_llama, cache):
     assert torch.allclose(x, L.layer_activations(tiny_llama, tokens, [2])[2], atol=1e-6)
     with pytest.raises(ValueError, match="not in the activation cache"):
         next(S.iter_activations(cache, 3, "train"))
+    for f in [cache / "tokens.safetensors", *cache.glob("layer*/*.safetensors")]:
+        assert f.stat().st_mode & 0o044 == 0o044, f  # world-readable
 
 
 def test_cached_batches_are_a_function_of_the_step(cache):

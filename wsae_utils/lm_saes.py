@@ -116,6 +116,8 @@ def write_activation_cache(lm: Any, token_sets: dict[str, TokenSet], layers: lis
         "lm_tokens": lm_tokens, "lm_seconds": seconds, "lm_tokens_per_second": lm_tokens / max(seconds, 1e-9),
         **(meta_extra or {}),
     }
+    for f in [acts_dir / "tokens.safetensors", *acts_dir.glob("layer*/*.safetensors")]:
+        f.chmod(0o644)  # safetensors writes 0600; the cache is read by later stages and other users
     tmp = acts_dir / f".meta.json.tmp{os.getpid()}"
     tmp.write_text(json.dumps(meta, indent=2) + "\n")
     os.replace(tmp, acts_dir / "meta.json")
