@@ -177,8 +177,12 @@ if chosen is not None:
         f"Offline, non-LLM proxy '{chosen}' (chosen by its trained-vs-random-SAE margin; planted latents as "
         f"expected): gain of α = {amax:g} over α = 0, mean over layers with a 95 % bootstrap CI over latents. It "
         "would read as support if the CI were above 0 — but a proxy is not the paper's LLM metric.",
-        f"{chosen}: α=0 margin over the random SAE {cand.loc[chosen, 'mean_margin']:+.3f}; gains {gain_text(gains)}. "
-        f"Mean table row: " + ", ".join(f"α={a:g}: {v:.3f}" for a, v in piv.loc["mean"].items()),
+        f"{chosen}: α=0 margin over the random SAE {cand.loc[chosen, 'mean_margin']:+.3f} (lowest per-layer CI "
+        f"bound {cand.loc[chosen, 'min_margin_lo']:+.3f}); SAEs flagged untrained: "
+        + (f"margin {cand.loc[chosen, 'untrained_margin']:+.3f}" if np.isfinite(cand.loc[chosen, "untrained_margin"])
+           else "none scored") + f"; gains {gain_text(gains)}. Mean table row: "
+        + ", ".join(f"α={a:g}: {v:.3f}" for a, v in piv.loc["mean"].items())
+        + f"; {int(rows[rows.scorer == chosen].n_latents.median())} latents per SAE (median), seed {seed}.",
         "not decidable here",
         "The paper's score is an LLM's detection/fuzzing accuracy (Llama-3.1-8B); no capable LLM installs offline. "
         "The proxy measures how well token/context rules or MiniLM similarity separate a latent's windows, a "
