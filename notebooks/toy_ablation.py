@@ -62,7 +62,7 @@ for name, (_W, info) in wps.items():
     metrics.update(toy.flat_wp_stats(name, info))
 display(Markdown(f"**Convergence criterion**: {rule.describe()}."))
 display(pd.DataFrame({name: info for name, (_, info) in wps.items()}).T[
-    ["n", "n_p", "frac_positive_pairs", "nonpositive_interference"]])
+    ["n", "n_p", "frac_positive_pairs", "nonpositive_interference"]].infer_objects().round(3))
 
 # %%
 rows, curves = [], []
@@ -152,7 +152,8 @@ claims = [claim(
                       f"{r.ci} (n = {r.seeds})" for r in nec_df.itertuples()),
     verdict=overall,
     why=(f"conditions not shown necessary: {not_shown}. The all-features MCC would cap n_m = {small}·n at {small} "
-         "by construction, so it is not used."),
+         "by construction, so it is not used. Do not over-read: one W_p (no positive interference), "
+         f"{len(seeds)} seeds, and JumpReLU's fixed θ = {jumprelu_threshold} is one choice."),
 )]
 metrics["claim_reproduced"] = overall == "reproduced"
 metrics["claims"] = claims

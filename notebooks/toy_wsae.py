@@ -223,7 +223,8 @@ claims = [claim(
     verdict=overall,
     why=("the variance proxy is anti-correlated with monosemanticity on the constructed W_p (a digon row has twice a "
          "monosemantic row's variance)" if not metrics["variance_proxy_positive_all"] else "")
-    + ("; the L_GT change must be read against the all-zero baseline of 1" ),
+    + "; the L_GT change must be read against the all-zero baseline of 1. Do not over-read: a large L_GT drop "
+      "that comes with a large L_SAE rise (oracle weights on the practical SAEs) is suppression, not recovery.",
 )]
 metrics["claim_reproduced"] = overall == "reproduced"
 metrics["claims"] = claims
