@@ -60,6 +60,7 @@ import seaborn as sns
 from IPython.display import Markdown, display
 
 from wsae_utils import toy
+from wsae_utils import toy_checks as tc
 from wsae_utils import toy_eval as te
 from wsae_utils import toy_sae as ts
 from wsae_utils.results import claim, conclusion_markdown, write_metrics, write_table
@@ -149,25 +150,11 @@ display(table.round(4))
 # ## Paired differences WSAE − SAE (same seed), 95 % t-intervals
 
 # %%
-base = df[df.alpha == 0].set_index(["wp", "kind", "sparsity", "seed"])
 pair_rows = []
 for (wp, kind, S, proxy, a), grp in df[df.alpha > 0].groupby(["wp", "kind", "sparsity", "proxy", "alpha"]):
-    w = grp.set_index(["wp", "kind", "sparsity", "seed"])
-    both = w.index.intersection(base.index)
-    ok = both[(w.loc[both].converged & base.loc[both].converged).values]
-    row = dict(wp=wp, kind=kind, sparsity=S, proxy=proxy, alpha=a, pairs=len(ok))
-    for c in ("L_GT_rel", "L_GT_rel_poly", "matched_cos", "mcc_matchable", "L_SAE_rel", "latent_var"):
-        m, lo, hi, _ = te.t_interval((w.loc[ok, c] - base.loc[ok, c]).values)
-        row[f"d_{c}"], row[f"d_{c}_lo"], row[f"d_{c}_hi"] = m, lo, hi
-    row["wsae_L_GT_rel"] = float(w.loc[ok, "L_GT_rel"].mean()) if len(ok) else float("nan")
-    row["sae_L_GT_rel"] = float(base.loc[ok, "L_GT_rel"].mean()) if len(ok) else float("nan")
-    row["L_SAE_ratio"] = float((w.loc[ok, "L_SAE_rel"] / base.loc[ok, "L_SAE_rel"]).mean()) if len(ok) else float("nan")
-    decidable = len(ok) >= 2
-    row["improves_recovery"] = bool(decidable and row["d_L_GT_rel_hi"] < 0 and row["wsae_L_GT_rel"] <= better_than_zero
-                                    and row["d_matched_cos_hi"] >= 0 and row["d_mcc_matchable_hi"] >= 0)
-    row["latent_var_higher"] = bool(decidable and row["d_latent_var_lo"] > 0)
-    row["decidable"] = decidable
-    pair_rows.append(row)
+    base = df[(df.alpha == 0) & (df.wp == wp) & (df.kind == kind) & (df.sparsity == S)]
+    eff = tc.wsae_paired_effect(base.to_dict("records"), grp.to_dict("records"), better_than_zero)
+    pair_rows.append(dict(wp=wp, kind=kind, sparsity=S, proxy=proxy, alpha=a, **eff))
 pairs = pd.DataFrame(pair_rows)
 show = ["wp", "kind", "sparsity", "proxy", "alpha", "pairs", "sae_L_GT_rel", "wsae_L_GT_rel", "d_L_GT_rel",
         "d_L_GT_rel_lo", "d_L_GT_rel_hi", "d_L_GT_rel_poly", "d_matched_cos", "d_mcc_matchable", "L_SAE_ratio",

@@ -149,3 +149,25 @@ def test_practical_kinds_have_biases_and_untied_decoder():
     z, H = jr.activate(pre)
     (z.sum() + H.sum()).backward()
     assert jr.log_theta.grad is not None  # the threshold learns through the pseudo-derivative
+
+
+def _pair_rows(l_gt, cos=0.8, mcc=0.7, l_sae=0.1, var=0.01, converged=True, jitter=0.01):
+    return [{"seed": s, "converged": converged, "L_GT_rel": l_gt + jitter * s, "L_GT_rel_poly": l_gt,
+             "matched_cos": cos + jitter * s, "mcc_matchable": mcc + jitter * s, "L_SAE_rel": l_sae,
+             "latent_var": var + 1e-4 * s} for s in range(3)]
+
+
+def test_wsae_improvement_needs_more_than_a_lower_l_gt():
+    base = _pair_rows(0.6)
+    # planted recovery gain: L_GT/E‖x‖² 0.6 → 0.4, cosine and MCC unchanged
+    assert tc.wsae_paired_effect(base, _pair_rows(0.4))["improves_recovery"]
+    # a WSAE that suppresses its latents drifts to the all-zero baseline: L_GT 1.3 → 0.99 is no recovery
+    sup = tc.wsae_paired_effect(_pair_rows(1.3), _pair_rows(0.99, l_sae=3.0))
+    assert sup["d_L_GT_rel"] < 0 and not sup["improves_recovery"] and sup["L_SAE_ratio"] == pytest.approx(30.0)
+    # lower L_GT bought with worse matched cosine is not an improvement either
+    assert not tc.wsae_paired_effect(base, _pair_rows(0.4, cos=0.5))["improves_recovery"]
+    # unconverged WSAE runs leave no pairs: not decidable, never "improves"
+    none = tc.wsae_paired_effect(base, _pair_rows(0.4, converged=False))
+    assert none["pairs"] == 0 and not none["decidable"] and not none["improves_recovery"]
+    # the secondary claim: per-latent variance higher
+    assert tc.wsae_paired_effect(base, _pair_rows(0.6, var=0.02))["latent_var_higher"]

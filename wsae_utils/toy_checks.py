@@ -225,3 +225,33 @@ def fig2_verdict(rows: list[dict[str, Any]], marked_decrease: float = 0.5, trend
         return "not decidable here", info
     ok_drop = bool(hi[0] <= marked_decrease * lo[0] and hi[2] < lo[1] and rho <= trend_spearman)
     return ("reproduced" if ok_drop else "not reproduced"), info
+
+
+PAIRED_METRICS = ("L_GT_rel", "L_GT_rel_poly", "matched_cos", "mcc_matchable", "L_SAE_rel", "latent_var")
+
+
+def wsae_paired_effect(base: list[dict[str, Any]], wsae: list[dict[str, Any]], better_than_zero: float = 0.9
+                       ) -> dict[str, Any]:
+    """WSAE − SAE per seed (pairs where both runs converged), with 95 % t-intervals, and whether weighting improves
+    recovery: ΔL_GT/E‖x‖² interval below 0, the WSAE at most `better_than_zero` of the all-zero baseline (1), and
+    neither matched cosine nor matchable MCC significantly lower. Also: is the per-latent variance higher (the
+    paper's secondary claim) and the mean L_SAE ratio WSAE / SAE."""
+    from .toy_eval import t_interval
+
+    b = {r["seed"]: r for r in base if r.get("converged")}
+    w = {r["seed"]: r for r in wsae if r.get("converged")}
+    seeds = sorted(set(b) & set(w))
+    out: dict[str, Any] = {"pairs": len(seeds)}
+    for c in PAIRED_METRICS:
+        d = [w[s][c] - b[s][c] for s in seeds if c in w[s] and c in b[s]]
+        out[f"d_{c}"], out[f"d_{c}_lo"], out[f"d_{c}_hi"], _ = t_interval(d)
+    out["sae_L_GT_rel"] = float(np.mean([b[s]["L_GT_rel"] for s in seeds])) if seeds else float("nan")
+    out["wsae_L_GT_rel"] = float(np.mean([w[s]["L_GT_rel"] for s in seeds])) if seeds else float("nan")
+    out["L_SAE_ratio"] = (float(np.mean([w[s]["L_SAE_rel"] / max(b[s]["L_SAE_rel"], 1e-30) for s in seeds]))
+                          if seeds else float("nan"))
+    decidable = len(seeds) >= 2
+    out["decidable"] = decidable
+    out["improves_recovery"] = bool(decidable and out["d_L_GT_rel_hi"] < 0 and out["wsae_L_GT_rel"] <= better_than_zero
+                                    and out["d_matched_cos_hi"] >= 0 and out["d_mcc_matchable_hi"] >= 0)
+    out["latent_var_higher"] = bool(decidable and out["d_latent_var_lo"] > 0)
+    return out
