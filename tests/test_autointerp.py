@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from wsae_utils import autointerp as A
+from wsae_utils import autointerp_proxies as P
 from wsae_utils import llm_client as C
 
 # ---------------------------------------------------------------------------------------------------------
@@ -70,7 +71,7 @@ def corpus():
     acts = A.SparseActs.from_dense_rows(list(range(len(names))), dense)
     cfg = A.RecordConfig(n_explain=40, n_test_act=50, n_test_non=50, n_explain_non=40, seed=0)
     records = A.build_records(acts, windows, cfg, rows=np.arange(len(names)))
-    rows, expl = A.score_offline(records, tokens, token_str, seed=0, type_vecs=type_vecs())
+    rows, expl = P.score_offline(records, tokens, token_str, seed=0, type_vecs=type_vecs())
     return tokens, names, records, rows, expl
 
 
@@ -88,7 +89,7 @@ def test_word_intrusion_separates_a_semantic_class_from_random_firing(corpus):
     dense = ((rng.random((10, tokens.size)) < 0.03) * 1.0).astype(np.float32)
     rec = A.build_records(A.SparseActs.from_dense_rows(list(range(10)), dense), records.windows,
                           A.RecordConfig(), rows=np.arange(10))
-    acc = [A.word_intrusion(rec, i, tokens, type_vecs(), seed=i) for i in range(10)]
+    acc = [P.word_intrusion(rec, i, tokens, type_vecs(), seed=i) for i in range(10)]
     lo, hi = A.bootstrap_ci(acc)
     assert lo <= 0.2 <= hi + 0.02, (lo, hi)
 
@@ -185,10 +186,10 @@ def test_planted_digit_latent_scores_high_and_its_shuffled_control_is_chance(cor
 def test_planted_latents_within_expected_ranges(corpus):
     _, names, _, rows, _ = corpus
     bad = []
-    for name, ranges in A.PLANTED_EXPECTED.items():
+    for name, ranges in P.PLANTED_EXPECTED.items():
         for proxy, (lo, hi) in ranges.items():
             s = _score(rows, names.index(name), proxy)
-            if np.isnan(s) and proxy in A.EXPLANATION_FREE:
+            if np.isnan(s) and proxy in P.EXPLANATION_FREE:
                 continue
             if not lo <= s <= hi:
                 bad.append(f"{name}/{proxy} = {s:.3f} not in [{lo}, {hi}]")
@@ -206,15 +207,15 @@ def test_random_firing_latents_are_at_chance():
     dense[:, ::tokens.shape[1]] = 0
     rec = A.build_records(A.SparseActs.from_dense_rows(list(range(12)), dense), windows,
                           A.RecordConfig(n_explain=40, n_test_act=50, n_test_non=50), rows=np.arange(12))
-    rows, _ = A.score_offline(rec, tokens, token_str)
-    for s in A.summarize(rows, n_boot=500):
+    rows, _ = P.score_offline(rec, tokens, token_str)
+    for s in P.summarize(rows, n_boot=500):
         assert s["ci_lo"] <= 0.5 <= s["ci_hi"] or abs(s["mean"] - 0.5) < 0.02, s
 
 
 def test_summary_margin_against_random_floor(corpus):
     _, _, _, rows, _ = corpus
     floor = [dict(r, score=0.5) for r in rows]
-    s = {r["proxy"]: r for r in A.summarize(rows, floor, n_boot=200)}
+    s = {r["proxy"]: r for r in P.summarize(rows, floor, n_boot=200)}
     m = s["lexical-detection"]
     assert m["margin"] == pytest.approx(m["mean"] - 0.5) and m["margin_lo"] <= m["margin"] <= m["margin_hi"]
     assert m["random_sae_mean"] == 0.5 and m["chance"] == 0.5

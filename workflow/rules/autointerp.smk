@@ -4,7 +4,7 @@
 # Needs the lm section (activation cache, trained SAEs); scoring reruns need no LM pass.
 
 AI_DIR = "results/autointerp"
-AI_CODE = ["autointerp", "llm_client", "lm", "lm_saes", "text", "export"]
+AI_CODE = ["autointerp", "autointerp_proxies", "llm_client", "lm", "lm_saes", "text", "export"]
 
 
 if section_enabled("autointerp") and section_enabled("lm") and config["autointerp"].get("backend") == "openai":
@@ -79,7 +79,7 @@ if section_enabled("autointerp") and section_enabled("lm"):
     use rule _notebook as autointerp_summary with:
         input:
             nb=notebook("autointerp_summary"),
-            code=code("autointerp"),
+            code=code("autointerp", "autointerp_proxies"),
             checks=f"{AI_DIR}/checks/metrics.json",
             layers=[f"{AI_DIR}/layer{l}/{f}" for l in lm_layers() for f in ("rows.csv", "scores.csv", "metrics.json")],
         output:
