@@ -350,10 +350,10 @@ def run_shape(shape: Shape, names: list[str], device: str, dtype: str, *, warmup
 
     def run(name: str, n: int, record: bool) -> None:
         ad = adapters[name]
+        gc.collect()  # once per adapter turn: per step it costs more wall time than a toy step
         for _ in range(n):
             b = batches[cursor[name] % len(batches)]
             cursor[name] += 1
-            gc.collect()
             _sync(device)
             mem.start()
             t0 = time.perf_counter()
