@@ -346,3 +346,35 @@ def test_max_loss_rise_flags_a_jump_only():
     assert C.max_loss_rise(smooth) == 0.0
     jumped = smooth[:100] + [v + 1.3 for v in smooth[100:120]] + smooth[120:]
     assert C.max_loss_rise(jumped) == pytest.approx(1.3, abs=0.1)
+
+
+@pytest.mark.parametrize("non_neg", ["relu", "none"])
+def test_end_to_end_step_is_one_step_on_the_configured_objective(non_neg):
+    # reference: the first batch of the seeded epoch order, two seeded augmented views, one AdamW step on
+    # NT-Xent(non_neg); a sign flip, identical views or the other objective give other weights
+    torch.manual_seed(0)
+    imgs = (torch.rand(16, 1, 12, 12) * 255).to(torch.uint8)
+    ds = I.TensorImages(imgs, torch.arange(16) % 4)
+    cfg = C.ContrastiveConfig(batch_size=8, lr=0.01, optimizer="adam", non_neg=non_neg, seed=3)
+    torch.manual_seed(1)
+    net, proj = _tiny_backbone(), B.make_projector(8, 16, 8)
+    ref_net, ref_proj = _tiny_backbone(), B.make_projector(8, 16, 8)
+    ref_net.load_state_dict(net.state_dict())
+    ref_proj.load_state_dict(proj.state_dict())
+    losses = C.pretrain_end_to_end(net, proj, ds, torch.arange(16), cfg, epochs=1, image_size=12, device="cpu",
+                                   max_steps=1, show_progress=False)
+    index = torch.arange(16)
+    batch = index[torch.randperm(16, generator=torch.Generator().manual_seed(cfg.seed * 1000))][:8]
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003)
+    x1 = I.normalize(I.augment(imgs[batch], 12, g))
+    x2 = I.normalize(I.augment(imgs[batch], 12, g))
+    opt = C.make_optimizer([ref_net, ref_proj], "adam", cfg.lr, cfg.weight_decay)
+    for group in opt.param_groups:
+        group["lr"] = C.warmup_cosine(0, 1, 0, cfg.lr)
+    loss = C.nt_xent(ref_proj(ref_net(x1)), ref_proj(ref_net(x2)), cfg.temperature, non_neg)
+    loss.backward()
+    opt.step()
+    assert losses[0] == pytest.approx(loss.item(), rel=1e-5)
+    for p, q in zip(list(net.parameters()) + list(proj.parameters()),
+                    list(ref_net.parameters()) + list(ref_proj.parameters()), strict=True):
+        assert torch.allclose(p, q, atol=1e-6)
