@@ -212,8 +212,9 @@ key = effects.comparison.isin([f"α={a_max:g} − α=0", f"α={a_max:g} − perm
 display(effects[key & effects.metric.isin(ways)].round(4).reset_index(drop=True))
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(13, 3.3))
-for ax, metric in zip(axes, (primary_metric, "all_live", "n_live"), strict=True):
+panels = list(dict.fromkeys([primary_metric, "all_live", "matched_top", "n_live"]))
+fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 3.3))
+for ax, metric in zip(axes, panels, strict=True):
     sns.pointplot(df, x="variant", y=metric, order=variants, ax=ax, errorbar=("ci", 95), color="C0")
     for _, d in df.groupby(["replicate", "sae_seed"]):
         d = d.set_index("variant").reindex(variants)
