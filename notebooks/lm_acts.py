@@ -32,6 +32,7 @@ seed = 0
 
 # %%
 import time
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -39,14 +40,18 @@ import torch
 from IPython.display import Markdown, display
 
 from wsae_utils import lm as L
-from wsae_utils import lm_saes as S
+from wsae_utils import lm_cache as C
 from wsae_utils import text as T
 from wsae_utils.plots import save_figure, setup_style
 from wsae_utils.results import conclusion_markdown, write_metrics, write_table
-from wsae_utils.train import start_run
 
 t_start = time.time()
-out, dev = start_run(out_dir, seed, device, num_threads)
+# Set up by hand rather than with train.start_run, so this notebook's code inputs hold no SAE-training module
+# (editing the trainer must not rerun the LM pass).
+torch.set_num_threads(num_threads)
+torch.manual_seed(seed)
+out, dev = Path(out_dir), torch.device(device)
+(out / "figures").mkdir(parents=True, exist_ok=True)
 setup_style()
 layers = sorted({int(x) for x in layers})
 settings = {k: globals()[k] for k in (
@@ -93,7 +98,7 @@ display(docs_table)
 # ## One LM pass over both splits (the forward stops after the deepest requested block)
 
 # %%
-meta = S.write_activation_cache(
+meta = C.write_activation_cache(
     lm, {"train": train_set, "heldout": held_set}, layers, out, batch_contexts=batch_contexts,
     shard_contexts=shard_contexts, acts_dtype=acts_dtype,
     meta_extra={"hub_id": weights["hub_id"], "weights": weights, "corpus": corpus, "data_dir": data_dir,
@@ -116,13 +121,13 @@ display(Markdown(f"LM pass: **{meta['lm_tokens']:,} tokens in {meta['lm_seconds'
 # %%
 stats, var_rows = {}, []
 for l in layers:
-    stats[l] = S.layer_stats(out, l, "train")
+    stats[l] = C.layer_stats(out, l, "train")
     var = stats[l]["var"]
     row = {"layer": l, "tokens": int(stats[l]["n_tokens"]), "var max / median": float(var.max() / var.median())}
     for a in (0.5, 1.0):
-        sh = S.gamma_shares(S.layer_gamma(var, a, "paper"))
-        row.update({f"α={a:g} top-1 share of γ²": sh["gamma2_top1_share"],
-                    f"α={a:g} top-10 share of γ²": sh["gamma2_top10_share"]})
+        w = var.double().pow(2 * a).sort(descending=True).values  # γ² = Var^(2α): weight on the squared error
+        row.update({f"α={a:g} top-1 share of γ²": float(w[0] / w.sum()),
+                    f"α={a:g} top-10 share of γ²": float(w[:10].sum() / w.sum())})
     var_rows.append(row)
 var_table = pd.DataFrame(var_rows)
 display(var_table.round(3))

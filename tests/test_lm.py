@@ -248,7 +248,9 @@ def test_train_layer_is_deterministic_and_flags_untrained(cache):
         assert torch.equal(a[name].sae.W_dec, b[name].sae.W_dec), name
         assert [m["step"] for m in a[name].monitor] == [0, 15, 30, 45, 60]
     d = a["paper/alpha0"].diagnostics()
-    assert d["monitor_fvu_final"] < d["monitor_fvu_init"] and not S.untrained_flag(d)
+    # short tiny runs keep decoder rows near init (cos > 0.9) although they learn: test the loss criterion
+    assert d["monitor_fvu_final"] < d["monitor_fvu_init"] and d["loss_ratio"] < 0.9
+    assert not S.untrained_flag(d, max_cos=0.99) and S.untrained_flag({**d, "dec_cos_to_init": 0.995}, 0.99)
     frozen = S.train_layer_saes(cache, 1, specs[:1], stats, S.LayerTrainConfig(
         n_latents=64, k=4, steps=3, batch_size=16, lr=1e-7, monitor_contexts=4, shuffle_shards=2))
     assert S.untrained_flag(frozen["paper/alpha0"].diagnostics())

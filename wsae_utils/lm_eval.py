@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .lm_saes import iter_activations, load_tokens, read_meta
+from .lm_cache import iter_activations, load_tokens, read_meta
 from .runlog import progress
 from .sae import SparseAutoencoder
 

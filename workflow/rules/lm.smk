@@ -11,7 +11,8 @@ if section_enabled("lm"):
     use rule _notebook as lm_acts with:
         input:
             nb=notebook("lm_acts"),
-            code=code("lm", "text", "lm_saes"),
+            # Only what shapes the activations (not the SAE modules of code()): a trainer edit reruns no LM pass.
+            code=[str(REPO / "wsae_utils" / f"{m}.py") for m in LM_ACTS_MODULES],
         output:
             metrics=f"{LM_ACTS}/metrics.json",
             meta=f"{LM_ACTS}/meta.json",
@@ -31,7 +32,7 @@ if section_enabled("lm"):
     use rule _notebook as lm_train with:
         input:
             nb=notebook("lm_train"),
-            code=code("lm", "text", "lm_saes", "export"),
+            code=code("lm", "text", "lm_cache", "lm_saes", "export"),
             meta=f"{LM_ACTS}/meta.json",
         output:
             metrics="results/lm/train/layer{layer}/metrics.json",
@@ -51,7 +52,7 @@ if section_enabled("lm"):
     use rule _notebook as lm_sae with:
         input:
             nb=notebook("lm_sae"),
-            code=code("lm", "text", "lm_saes", "lm_eval", "export"),
+            code=code("lm", "text", "lm_cache", "lm_saes", "lm_eval", "export"),
             meta=f"{LM_ACTS}/meta.json",
             train="results/lm/train/layer{layer}/rows.csv",
         output:
@@ -85,7 +86,7 @@ if section_enabled("lm"):
     use rule _notebook as lm_summary with:
         input:
             nb=notebook("lm_summary"),
-            code=code("lm_saes", "lm_eval"),
+            code=code("lm_cache", "lm_saes", "lm_eval"),
             table="results/tables/lm_sae.csv",
             long=[f"results/lm/sae/layer{l}/long.csv" for l in lm_layers()],
         output:
