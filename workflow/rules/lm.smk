@@ -80,6 +80,8 @@ if section_enabled("lm"):
         params:
             mode="rows",
             labels=None,
+        conda:
+            "../../environment.yml"
         script:
             "../scripts/collect_table.py"
 

@@ -10,21 +10,11 @@ TOY_UNITS = {
 TOY_MODULES = ("toy", "toy_sae", "toy_eval", "toy_checks")
 
 
-def toy_params(wildcards):
-    """Resolved parameters of notebooks/toy_<unit>.py for this job."""
-    return notebook_params("toy", wildcards.unit, f"results/toy/{wildcards.unit}")
-
-
-def toy_notebook(wildcards):
-    """Source of the unit's notebook."""
-    return notebook(f"toy_{wildcards.unit}")
-
-
 if section_enabled("toy"):
 
     use rule _notebook as toy with:
         input:
-            nb=toy_notebook,
+            nb=lambda w: notebook(f"toy_{w.unit}"),
             code=code(*TOY_MODULES),
         output:
             metrics="results/toy/{unit}/metrics.json",
@@ -34,7 +24,7 @@ if section_enabled("toy"):
         benchmark:
             "results/toy/{unit}/benchmark.tsv"
         params:
-            nb=toy_params,
+            nb=lambda w: notebook_params("toy", w.unit, f"results/toy/{w.unit}"),
         wildcard_constraints:
             unit="|".join(TOY_UNITS),
         threads: 1
@@ -53,6 +43,8 @@ if section_enabled("toy"):
         params:
             mode="rows",
             labels=None,
+        conda:
+            "../../environment.yml"
         script:
             "../scripts/collect_table.py"
 

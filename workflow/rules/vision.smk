@@ -60,6 +60,8 @@ if section_enabled("vision"):
             effects="results/tables/vision_effects.csv",
         log:
             "logs/vision_tables.log",
+        conda:
+            "../../environment.yml"
         shell:
             "(cp {input.readouts} {output.readouts} && cp {input.rows} {output.rows}"
             " && cp {input.effects} {output.effects}) > {log} 2>&1"
