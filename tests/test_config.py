@@ -147,7 +147,8 @@ def _first_unit(cfg, section):
         (lambda c: c["lm"].update(alphas=[0.5, 1.0]), r"lm.alphas = \[0.5, 1.0\]: must contain 0.0"),
         (lambda c: c["lm"].update(layers=[4, 99]), r"lm.layers = \[4, 99\]: .* has layers 0\.\."),
         (lambda c: c["vision"]["sae"].update(alphas=[1.0]), r"vision.sae.alphas = \[1.0\]: must contain 0.0"),
-        (lambda c: c["vision"]["sae"].update(seeds=[0]), r"vision.sae.seeds = \[0\]: need >= 2 seeds"),
+        (lambda c: (c["vision"]["backbone"].update(replicates=[0]), c["vision"]["sae"].update(seeds=[0])),
+         r"vision.sae.seeds = \[0\]: with backbone.replicates = \[0\], need >= 2 replicates x seeds"),
     ],
 )
 def test_invalid_values_name_key_value_and_allowed(edit, message):

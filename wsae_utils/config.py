@@ -392,8 +392,12 @@ def _vision_errors(section: dict) -> list[str]:
     if "alphas" in sae:
         errs += _must_hold_zero("sae.alphas", sae["alphas"])
         errs += _tag_collisions("sae.alphas", sae["alphas"])
-    if "seeds" in sae and len(sae["seeds"]) < 2:
-        errs.append(f"sae.seeds = {sae['seeds']}: need >= 2 seeds for a confidence interval")
+    # The vision intervals are over backbone replicates (SAE seeds averaged within one), or over SAE seeds when
+    # there is a single replicate: either way at least two paired units are needed.
+    reps = bb.get("replicates", [0])
+    if "seeds" in sae and len(reps) * len(sae["seeds"]) < 2:
+        errs.append(f"sae.seeds = {sae['seeds']}: with backbone.replicates = {reps}, need >= 2 replicates x seeds "
+                    "for a confidence interval")
     return errs
 
 
