@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
+from .runlog import progress as progress_bar
 
 from .sae import SAEConfig, SparseAutoencoder, auxk_loss, reconstruction_loss, topk_loss_and_grads
 
@@ -273,7 +273,7 @@ def train_sae(
     trainer = SAETrainer(sae, train_cfg, gamma)
     if checkpoint_path is not None and (ckpt := load_checkpoint(checkpoint_path)) is not None:
         trainer.load_state_dict(ckpt)
-    bar = tqdm(total=train_cfg.steps, initial=trainer.state.step, desc=desc, disable=not progress, leave=False)
+    bar = progress_bar(total=train_cfg.steps, initial=trainer.state.step, desc=desc, disable=not progress, leave=False)
     while trainer.state.step < train_cfg.steps:
         loss = trainer.step(batch_fn(trainer.state.step).to(device))
         bar.update(1)
