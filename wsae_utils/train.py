@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from .runlog import progress as progress_bar
 
+from .runlog import progress as progress_bar
 from .sae import SAEConfig, SparseAutoencoder, auxk_loss, reconstruction_loss, topk_loss_and_grads
 
 
