@@ -12,7 +12,8 @@
 # unmatched ones 0, so with n_m = n/2 it is at most 0.5 by construction: that version cannot test the latent
 # condition and is shown only for comparison. A condition counts as **necessary** when violating it (the other two
 # met) lowers the matchable MCC against the all-conditions cell, with the per-seed difference's 95 % t-interval above
-# 0 (same seed = same data and init stream), from converged runs only.
+# 0 (same seed = same data and init stream), from converged runs only (at least 3 converged pairs, else not
+# decidable).
 
 # %% tags=["parameters"]
 out_dir = "results/dev/toy_ablation"
@@ -45,6 +46,7 @@ import seaborn as sns
 from IPython.display import Markdown, display
 
 from wsae_utils import toy
+from wsae_utils import toy_checks as tc
 from wsae_utils import toy_eval as te
 from wsae_utils import toy_sae as ts
 from wsae_utils.results import claim, conclusion_markdown, write_metrics, write_table
@@ -123,7 +125,7 @@ for wp in wp_names:
                 continue
             both = full.index.intersection(viol.index)
             m, a, b, k = te.t_interval((full[both] - viol[both]).values)
-            verdict = "not decidable here" if k < 2 else ("necessary" if a > 0 else "not shown necessary")
+            verdict = "not decidable here" if k < tc.MIN_SEEDS else ("necessary" if a > 0 else "not shown necessary")
             nec_rows.append(dict(wp=wp, kind=kind, condition=cond, mcc_all_conditions=float(full.mean()),
                                  mcc_violated=float(viol.mean()), drop=m, ci=f"[{a:.3f}, {b:.3f}]", seeds=k,
                                  verdict=verdict))

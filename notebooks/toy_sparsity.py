@@ -150,7 +150,7 @@ plt.show()
 # ## Verdict per SAE kind
 # Decrease: mean n_eff at the largest S ≤ `marked_decrease` × its value at the smallest S, with non-overlapping
 # 95 % intervals, **and** a monotone trend over the whole grid (Spearman ρ(S, n_eff) ≤ `trend_spearman`), from
-# converged seeds only (≥ 2 per end point, else not decidable). The recovery curve is reported with its peak, so a
+# converged seeds only (≥ 3 per end point, else not decidable). The recovery curve is reported with its peak, so a
 # non-monotone curve is visible.
 
 # %%

@@ -17,6 +17,8 @@ from torch import Tensor
 from .toy import activate
 
 Z95 = 1.959963984540054
+MIN_SEEDS = 3
+"""A comparison over seeds is decidable only with at least this many converged seeds (or pairs)."""
 
 
 def sample_one_sparse(n_samples: int, n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -206,8 +208,8 @@ def fig2_verdict(rows: list[dict[str, Any]], marked_decrease: float = 0.5, trend
 
     `rows`: dicts with sparsity, converged and `FIG2_METRIC`. Reproduced when the mean at the largest S is at
     most `marked_decrease` × the mean at the smallest S, their 95 % t-intervals do not overlap, and the mean
-    falls along the whole grid (Spearman ρ(S, mean) ≤ `trend_spearman`); not decidable with fewer than two
-    converged seeds at either end.
+    falls along the whole grid (Spearman ρ(S, mean) ≤ `trend_spearman`); not decidable with fewer than
+    `MIN_SEEDS` converged seeds at either end.
     """
     from scipy.stats import spearmanr
 
@@ -221,7 +223,7 @@ def fig2_verdict(rows: list[dict[str, Any]], marked_decrease: float = 0.5, trend
     vals = [m[1] for m in means]
     rho = float(spearmanr([m[0] for m in means], vals)[0]) if len(means) > 2 and np.ptp(vals) > 0 else float("nan")
     info = {"low_S": lo, "high_S": hi, "ratio": hi[0] / lo[0] if lo[3] else float("nan"), "spearman": rho}
-    if lo[3] < 2 or hi[3] < 2:
+    if lo[3] < MIN_SEEDS or hi[3] < MIN_SEEDS:
         return "not decidable here", info
     ok_drop = bool(hi[0] <= marked_decrease * lo[0] and hi[2] < lo[1] and rho <= trend_spearman)
     return ("reproduced" if ok_drop else "not reproduced"), info
@@ -232,10 +234,12 @@ PAIRED_METRICS = ("L_GT_rel", "L_GT_rel_poly", "matched_cos", "mcc_matchable", "
 
 def wsae_paired_effect(base: list[dict[str, Any]], wsae: list[dict[str, Any]], better_than_zero: float = 0.9
                        ) -> dict[str, Any]:
-    """WSAE − SAE per seed (pairs where both runs converged), with 95 % t-intervals, and whether weighting improves
-    recovery: ΔL_GT/E‖x‖² interval below 0, the WSAE at most `better_than_zero` of the all-zero baseline (1), and
-    neither matched cosine nor matchable MCC significantly lower. Also: is the per-latent variance higher (the
-    paper's secondary claim) and the mean L_SAE ratio WSAE / SAE."""
+    """WSAE − SAE per seed, over pairs where both runs converged (≥ `MIN_SEEDS` to decide), with 95 % t-intervals.
+
+    Weighting improves recovery when the ΔL_GT/E‖x‖² interval is below 0, the WSAE is at most `better_than_zero`
+    of the all-zero baseline (1), and neither matched cosine nor matchable MCC is significantly lower. Also: is the
+    per-latent variance higher (the paper's secondary claim), and the mean L_SAE ratio WSAE / SAE.
+    """
     from .toy_eval import t_interval
 
     b = {r["seed"]: r for r in base if r.get("converged")}
@@ -249,7 +253,7 @@ def wsae_paired_effect(base: list[dict[str, Any]], wsae: list[dict[str, Any]], b
     out["wsae_L_GT_rel"] = float(np.mean([w[s]["L_GT_rel"] for s in seeds])) if seeds else float("nan")
     out["L_SAE_ratio"] = (float(np.mean([w[s]["L_SAE_rel"] / max(b[s]["L_SAE_rel"], 1e-30) for s in seeds]))
                           if seeds else float("nan"))
-    decidable = len(seeds) >= 2
+    decidable = len(seeds) >= MIN_SEEDS
     out["decidable"] = decidable
     out["improves_recovery"] = bool(decidable and out["d_L_GT_rel_hi"] < 0 and out["wsae_L_GT_rel"] <= better_than_zero
                                     and out["d_matched_cos_hi"] >= 0 and out["d_mcc_matchable_hi"] >= 0)
