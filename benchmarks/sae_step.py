@@ -34,6 +34,7 @@ import argparse
 import dataclasses
 import gc
 import importlib
+import importlib.util
 import json
 import os
 import platform
@@ -43,7 +44,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-os.environ.setdefault("SPARSIFY_DISABLE_TRITON", "1")  # sparsify's eager embedding_bag decoder (no Triton on CPU)
+if importlib.util.find_spec("triton") is None:  # CPU wheels: sparsify's eager embedding_bag decoder, no warning
+    os.environ.setdefault("SPARSIFY_DISABLE_TRITON", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
