@@ -45,6 +45,7 @@ seed = 0
 # %%
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -130,11 +131,18 @@ display(pd.DataFrame([{"sae": n, **i} for n, i in info.items()]))
 # %% [markdown]
 # ## One pass over the held-out activations: top-k of every SAE, and the random-weight floor
 # The random SAE has the training initialisation's weights (same n_latents, d_in, k) and its decoder bias at the
-# held-out mean, so its latents are random directions of the centred residual stream.
+# held-out mean, so its latents are random directions of the centred residual stream. Records already on disk
+# with the same fingerprint (SAE weights, activation cache, sampling settings) are reused: a rerun that changes
+# only the scoring (e.g. the LLM backend) makes no SAE pass.
 
 # %%
 t0 = time.time()
 n_ctx, ctx_len = tokens.shape
+info["random"] = {"alpha": float("nan"), "variant": "random", "untrained": True, "dir": "", "main": False}
+base_fp = A.fingerprint(Path(acts_dir) / "meta.json", protocol, asdict(record_cfg))
+fps = {n: A.fingerprint(Path(info[n]["dir"]) / "sae_weights.safetensors", base_fp) for n in saes}
+fps["random"] = A.fingerprint(Path(next(iter(info.values()))["dir"]) / "cfg.json", base_fp, random_sae_seed)
+records = {n: r for n in fps if (r := A.load_records_if(out / "records" / n.replace("/", "_"), fps[n]))}
 
 
 def batches():
@@ -148,28 +156,31 @@ def batches():
 topk, total, count = {}, 0.0, 0
 with torch.no_grad():
     for name, sae in saes.items():
-        topk[name] = A.encode_topk(sae, progress(batches(), desc=f"encode {name}"), n_ctx, ctx_len, str(dev))
-    for _, x in batches():
-        total = total + x[:, 1:].reshape(-1, x.shape[-1]).double().sum(0)
-        count += x[:, 1:].shape[0] * x[:, 1:].shape[1]
-    rand = A.random_sae_like(first, (total / count).float(), seed=random_sae_seed).to(dev)
-    topk["random"] = A.encode_topk(rand, batches(), n_ctx, ctx_len, str(dev))
-info["random"] = {"alpha": float("nan"), "variant": "random", "untrained": True, "dir": "", "main": False}
+        if name not in records:
+            topk[name] = A.encode_topk(sae, progress(batches(), desc=f"encode {name}"), n_ctx, ctx_len, str(dev))
+    if "random" not in records:
+        for _, x in batches():
+            total = total + x[:, 1:].reshape(-1, x.shape[-1]).double().sum(0)
+            count += x[:, 1:].shape[0] * x[:, 1:].shape[1]
+        rand = A.random_sae_like(first, (total / count).float(), seed=random_sae_seed).to(dev)
+        topk["random"] = A.encode_topk(rand, batches(), n_ctx, ctx_len, str(dev))
+for name, (idx, val) in topk.items():
+    rec = A.build_records(A.topk_to_sparse(idx, val, first.cfg.n_latents), windows, record_cfg)
+    rec.meta.update({"sae": name, "layer": layer, "fingerprint": fps[name],
+                     **{k: v for k, v in info[name].items() if k != "dir"}})
+    rec.save(out / "records" / name.replace("/", "_"))
+    records[name] = rec
+records = {n: records[n] for n in fps}  # SAE order: trained ones, then the random floor
 t_encode = time.time() - t0
-log(f"encoded {len(topk)} SAEs in {t_encode:.1f} s")
+log(f"records of {len(records)} SAEs in {t_encode:.1f} s ({len(topk)} encoded, {len(records) - len(topk)} reused)")
 
 # %% [markdown]
-# ## Records and offline scores (with the shuffled-explanation control)
+# ## Offline scores (with the shuffled-explanation control)
 
 # %%
 t0 = time.time()
-all_scores, all_expl, records = [], [], {}
-for name, (idx, val) in progress(topk.items(), desc="score"):
-    sparse = A.topk_to_sparse(idx, val, first.cfg.n_latents)
-    rec = A.build_records(sparse, windows, record_cfg)
-    rec.meta.update({"sae": name, "layer": layer, **{k: v for k, v in info[name].items() if k != "dir"}})
-    rec.save(out / "records" / name.replace("/", "_"))
-    records[name] = rec
+all_scores, all_expl = [], []
+for name, rec in progress(records.items(), desc="score"):
     rows, expl = P.score_offline(rec, tokens, token_str, vecs, encode_text, lexical_cfg, context_cfg, seed,
                                  type_vecs)
     all_scores += [{"sae": name, **r} for r in rows]
@@ -220,7 +231,7 @@ explanations_path = write_table(explanations, out / "explanations.csv")
 # %%
 model_of = {backend: llm_model, "offline": "rules + all-MiniLM-L6-v2 (non-LLM proxy)"}
 summary = []
-for name in topk:
+for name in records:
     for p in scores.proxy.unique():
         mine = scores[(scores.sae == name) & (scores.proxy == p)]
         floor = scores[(scores.sae == "random") & (scores.proxy == p)]
@@ -298,8 +309,8 @@ main = table[(table.sae != "random")]
 clear = main[main.margin_lo > 0].groupby("sae").scorer.apply(lambda s: ", ".join(s)).to_dict()
 display(Markdown("\n".join(f"- **{n}**{' (flagged untrained)' if info[n]['untrained'] else ''}: "
                            f"{clear.get(n, 'no proxy')} above the random SAE (margin CI > 0)"
-                           for n in topk if n != "random")))
-metrics = {"layer": layer, "n_saes": len(saes), "encode_seconds": t_encode, "score_seconds": t_score,
+                           for n in records if n != "random")))
+metrics = {"layer": layer, "n_saes": len(saes), "n_encoded": len(topk), "encode_seconds": t_encode, "score_seconds": t_score,
            "llm_seconds": t_llm, "total_seconds": time.time() - t_start, "backend": backend,
            "llm_requests": getattr(llm, "n_requests", None),
            "llm_settings": llm.settings() if llm is not None else None}

@@ -140,6 +140,7 @@ def test_llm_backend_through_loopback_server_and_key_never_written(cache, monkey
             "train_rows": str(cache / "train_rows.csv"), "sae_root": str(cache / "saes"), "n_latents": 4,
             "min_windows": 4, "extra_saes": [], "llm_model": "scripted", "n_llm_latents": 2, **llm})
         assert len(server.requests) == n_requests
+        assert json.loads((out / "layer" / "metrics.json").read_text())["n_encoded"] == 0  # records reused
     finally:
         server.close()
     files = [p for p in out.rglob("*") if p.is_file()]

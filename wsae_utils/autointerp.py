@@ -257,6 +257,28 @@ class Records:
                    t["explain"], t["test_act"], t["test_non"], t["explain_non"], meta)
 
 
+def fingerprint(*parts: object) -> str:
+    """sha256 of the given parts: file contents for existing paths, JSON (or str) for anything else."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, Path) and part.is_file():
+            h.update(part.read_bytes())
+        else:
+            h.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def load_records_if(path: str | Path, fp: str) -> Records | None:
+    """Records saved at `path` when their stored fingerprint is `fp`, else None (they must be rebuilt)."""
+    path = Path(path)
+    if not (path.with_suffix(".json").exists() and path.with_suffix(".safetensors").exists()):
+        return None
+    rec = Records.load(path)
+    return rec if rec.meta.get("fingerprint") == fp else None
+
+
 def _pad(rows: list[np.ndarray], width: int) -> np.ndarray:
     out = np.full((len(rows), width), -1, np.int64)
     for i, r in enumerate(rows):
