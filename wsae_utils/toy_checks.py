@@ -225,7 +225,7 @@ def fig2_verdict(rows: list[dict[str, Any]], marked_decrease: float = 0.5, trend
     info = {"low_S": lo, "high_S": hi, "ratio": hi[0] / lo[0] if lo[3] else float("nan"), "spearman": rho}
     if lo[3] < MIN_SEEDS or hi[3] < MIN_SEEDS:
         return "not decidable here", info
-    ok_drop = bool(hi[0] <= marked_decrease * lo[0] and hi[2] < lo[1] and rho <= trend_spearman)
+    ok_drop = bool(hi[0] <= marked_decrease * lo[0] and hi[2] < lo[1] and rho <= trend_spearman + 1e-9)
     return ("reproduced" if ok_drop else "not reproduced"), info
 
 
