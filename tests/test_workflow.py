@@ -92,29 +92,16 @@ def test_smoke_dag_produces_reports_tables_and_index(smoke_run):
 
 
 @pytest.mark.slow
-def test_rerun_triggers(smoke_run):
-    run = ("--configfile", "config/smoke.yaml", "--cores", "2")
-    assert NOTHING in smk("-n", *run, cwd=smoke_run).stdout
-    # touching without a content change reruns nothing (Snakemake compares checksums of small inputs)
-    for f in (smoke_run / "wsae_utils").glob("*.py"):
-        f.touch()
-    assert NOTHING in smk("-n", *run, cwd=smoke_run).stdout
-    # a real edit of the toy module reruns the toy notebooks (and what aggregates them), nothing else
-    toy = smoke_run / "wsae_utils" / "toy.py"
-    toy.write_text(toy.read_text() + "\n# edited\n")
-    out = smk("-n", *run, cwd=smoke_run).stdout
-    assert "toy_theory" in out
-    assert "lm_train" not in out and "vision_backbone" not in out
-
-
-@pytest.mark.slow
 def test_resolved_device_reruns_nothing(smoke_run):
     """`device: auto` is resolved before the DAG is built: naming the device it means changes no job."""
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    out = smk("-n", "--configfile", "config/smoke.yaml", "--config", f"device={device}", cwd=smoke_run).stdout
-    assert NOTHING in out
+    run = ("-n", "--configfile", "config/smoke.yaml")
+
+    plain = smk(*run, cwd=smoke_run).stdout
+    named = smk(*run, "--config", f"device={device}", cwd=smoke_run).stdout
+    assert NOTHING in plain and NOTHING in named, "naming the resolved device must not rerun anything"
 
 
 @pytest.mark.slow
@@ -133,7 +120,8 @@ def test_failing_notebook_leaves_html_and_a_short_error(smoke_run, tmp_path):
     shutil.copytree(smoke_run, root, symlinks=True, ignore=shutil.ignore_patterns(".snakemake"))
     nb = root / "notebooks" / "toy_theory.py"
     nb.write_text(nb.read_text() + "\n# %%\nraise RuntimeError('planted failure for the test')\n")
-    proc = smk("--cores", "1", "--configfile", "config/smoke.yaml", "results/toy/theory/metrics.json", cwd=root,
+    # targets before --configfile, which takes several files
+    proc = smk("results/toy/theory/metrics.json", "--cores", "1", "--configfile", "config/smoke.yaml", cwd=root,
                check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
@@ -142,3 +130,19 @@ def test_failing_notebook_leaves_html_and_a_short_error(smoke_run, tmp_path):
     assert '"cell_type"' not in out, "the raw notebook JSON must not be printed"
     html = root / "results" / "toy" / "theory" / "report.html"
     assert html.exists() and "planted failure for the test" in html.read_text()
+
+
+@pytest.mark.slow
+def test_rerun_triggers(smoke_run):
+    run = ("--configfile", "config/smoke.yaml", "--cores", "2")
+    assert NOTHING in smk("-n", *run, cwd=smoke_run).stdout
+    # touching without a content change reruns nothing (Snakemake compares checksums of small inputs)
+    for f in (smoke_run / "wsae_utils").glob("*.py"):
+        f.touch()
+    assert NOTHING in smk("-n", *run, cwd=smoke_run).stdout
+    # a real edit of the toy module reruns the toy notebooks (and what aggregates them), nothing else
+    toy = smoke_run / "wsae_utils" / "toy.py"
+    toy.write_text(toy.read_text() + "\n# edited\n")
+    out = smk("-n", *run, cwd=smoke_run).stdout
+    assert "toy_theory" in out
+    assert "lm_train" not in out and "vision_backbone" not in out
