@@ -147,6 +147,11 @@ def _first_unit(cfg, section):
         (lambda c: c["lm"].update(alphas=[0.5, 1.0]), r"lm.alphas = \[0.5, 1.0\]: must contain 0.0"),
         (lambda c: c["lm"].update(layers=[4, 99]), r"lm.layers = \[4, 99\]: .* has layers 0\.\."),
         (lambda c: c["vision"]["sae"].update(alphas=[1.0]), r"vision.sae.alphas = \[1.0\]: must contain 0.0"),
+        (lambda c: c["autointerp"].update(backend="openai", base_url=""), r"autointerp.backend = 'openai': needs"),
+        (lambda c: (c["autointerp"].update(backend="transformers", llm_model="m"),
+                    c["autointerp"].setdefault("layer", {}).update(n_latents=5, n_llm_latents=6)),
+         r"autointerp.layer.n_llm_latents = 6: must be <= layer.n_latents \(5\)"),
+        (lambda c: c["lm"].update(enabled=False), r"autointerp.enabled = True: it scores the lm section"),
         (lambda c: (c["vision"]["backbone"].update(replicates=[0]), c["vision"]["sae"].update(seeds=[0])),
          r"vision.sae.seeds = \[0\]: with backbone.replicates = \[0\], need >= 2 replicates x seeds"),
     ],
@@ -197,7 +202,8 @@ def test_missing_input_paths_are_refused():
 
 
 def test_disabled_sections_resolve():
-    out = resolve_config({"toy": {"enabled": False}, "lm": {"enabled": False}, "vision": {"enabled": False}})
+    out = resolve_config({"toy": {"enabled": False}, "lm": {"enabled": False}, "vision": {"enabled": False},
+                          "autointerp": {"enabled": False}})
     assert out["device"] == "auto" and not out["toy"]["enabled"]
 
 

@@ -241,6 +241,10 @@ def resolve_config(config: dict, schema_dir: Path = SCHEMA_DIR, notebook_dir: Pa
         if errors:
             raise ConfigError("invalid config: " + "; ".join(f"{section}.{e}" for e in errors))
         config[section] = resolved
+    ai, lm = config.get("autointerp"), config.get("lm")
+    if isinstance(ai, dict) and ai.get("enabled") and not (isinstance(lm, dict) and lm.get("enabled")):
+        raise ConfigError("invalid config: autointerp.enabled = True: it scores the lm section's SAEs, which is "
+                          "missing or disabled; enable lm or set autointerp.enabled: false")
     if config["device"] == "cuda":
         import torch
 
@@ -401,5 +405,25 @@ def _vision_errors(section: dict) -> list[str]:
     return errs
 
 
-CROSS_CHECKS: dict[str, Callable[[dict], list[str]]] = {"toy": _toy_errors, "lm": _lm_errors, "vision": _vision_errors}
+def _autointerp_errors(section: dict) -> list[str]:
+    errs: list[str] = []
+    backend, model, url = section.get("backend"), section.get("llm_model"), section.get("base_url")
+    if backend == "openai" and not (url and model):
+        errs.append(f"backend = 'openai': needs base_url and llm_model (base_url = {url!r}, llm_model = {model!r})")
+    if backend == "transformers" and not model:
+        errs.append("backend = 'transformers': needs llm_model (a local path or hub name)")
+    checks, layer = section.get("checks") or {}, section.get("layer") or {}
+    q = checks.get("n_quantiles")
+    for key in ("n_explain", "n_test_act"):
+        if isinstance(q, int) and isinstance(checks.get(key), int) and q > checks[key]:
+            errs.append(f"checks.n_quantiles = {q}: must be <= checks.{key} ({checks[key]})")
+    n, n_llm = layer.get("n_latents"), layer.get("n_llm_latents")
+    if backend != "offline" and isinstance(n, int) and isinstance(n_llm, int) and n_llm > n:
+        errs.append(f"layer.n_llm_latents = {n_llm}: must be <= layer.n_latents ({n})")
+    return errs
+
+
+CROSS_CHECKS: dict[str, Callable[[dict], list[str]]] = {
+    "toy": _toy_errors, "lm": _lm_errors, "vision": _vision_errors, "autointerp": _autointerp_errors,
+}
 """Checks that relate several keys of a resolved section; messages '<key> = <value>: <what is allowed>'."""
