@@ -179,6 +179,8 @@ def test_cuda_requested_without_cuda_is_refused():
     cfg["device"] = "cuda"
     with pytest.raises(ConfigError, match="device = 'cuda': this machine has no CUDA device"):
         resolve_config(cfg)
+    cfg["device_check"] = "false"  # as a profile's `config: [device_check=false]` passes it
+    assert resolve_config(cfg)["device"] == "cuda"
 
 
 def test_missing_input_paths_are_refused():

@@ -208,6 +208,7 @@ def resolve_config(config: dict, schema_dir: Path = SCHEMA_DIR, notebook_dir: Pa
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems[:5]))
     top = load_schema("config", schema_dir)
+    config = _coerce(config, top, {})
     _check(config, top, [])
     config.setdefault("device", "auto")
     config.setdefault("title", "wsae results")
@@ -245,12 +246,13 @@ def resolve_config(config: dict, schema_dir: Path = SCHEMA_DIR, notebook_dir: Pa
     if isinstance(ai, dict) and ai.get("enabled") and not (isinstance(lm, dict) and lm.get("enabled")):
         raise ConfigError("invalid config: autointerp.enabled = True: it scores the lm section's SAEs, which is "
                           "missing or disabled; enable lm or set autointerp.enabled: false")
-    if config["device"] == "cuda":
+    if config["device"] == "cuda" and config.get("device_check", True):
         import torch
 
         if not torch.cuda.is_available():
             raise ConfigError("invalid config: device = 'cuda': this machine has no CUDA device "
-                              "(torch.cuda.is_available() is False); use 'auto' or 'cpu'")
+                              "(torch.cuda.is_available() is False); use 'auto' or 'cpu' (a cluster whose login "
+                              "node has no GPU: device_check=false)")
     return config
 
 

@@ -11,6 +11,11 @@ from wsae_utils.nbrun import NotebookError, execute_notebook
 
 snakemake = globals()["snakemake"]  # injected by Snakemake
 params = dict(snakemake.params.nb)
+if params.get("device") == "cuda":
+    import torch
+
+    if not torch.cuda.is_available():  # the DAG was built elsewhere (device_check=false on a cluster login node)
+        sys.exit(f"{snakemake.rule}: device 'cuda' requested but this node has no CUDA device")
 if "num_threads" in notebook_defaults(snakemake.input.nb):
     params["num_threads"] = snakemake.threads
 # The HTML is a log (kept when a cell fails) in the project's rules; accept it as an output too.
