@@ -337,10 +337,19 @@ def _toy_errors(section: dict) -> list[str]:
         specs = block.get("wp_specs") or {}
         for name, spec in specs.items():
             errors += _toy_spec_errors(f"{unit}.wp_specs.{name}", spec)
-        for key in ("wp_names", "train_wp"):
-            for name in block.get(key) or []:
+        for key in ("wp_names", "train_wp", "theorem1_wp", "trained_wp", "uniqueness_wp"):
+            names = block.get(key) or []
+            for name in [names] if isinstance(names, str) else names:
                 if specs and name not in specs:
                     errors.append(f"{unit}.{key} = {name!r}: must be one of wp_specs ({', '.join(specs)})")
+        probe = block.get("probe_active")
+        for name in block.get("wp_names") or []:
+            n = int((specs.get(name) or {}).get("n", 0))
+            if isinstance(probe, int) and n and probe > n:
+                errors.append(f"{unit}.probe_active = {probe}: must be <= n ({n}) of W_p {name}")
+        if unit == "ablation" and "latent_ratios" in block and 1.0 not in [float(r) for r in block["latent_ratios"]]:
+            errors.append(f"{unit}.latent_ratios = {block['latent_ratios']}: must contain 1.0 (n_m = n, the "
+                          "all-conditions cell)")
         ratios = block.get("latent_ratios") or [block.get("latent_ratio", 1.0)]
         sizes = [int(round(r * int(s.get("n", 0)))) for s in specs.values() for r in ratios]
         for kkey in ("topk_k", "k"):
