@@ -380,6 +380,20 @@ def _lm_errors(section: dict) -> list[str]:
     if "alphas" in section:
         errors += _must_hold_zero("alphas", section["alphas"])
         errors += _tag_collisions("alphas", section["alphas"])
+    acts, train = units.get("acts") or {}, units.get("train") or {}
+    ctx, n_tok, shard = acts.get("context_size"), acts.get("train_tokens"), acts.get("shard_contexts")
+    bs, shuffle = train.get("batch_size"), train.get("shuffle_shards")
+    if all(isinstance(v, int) for v in (ctx, n_tok, shard, bs, shuffle)) and ctx > 1:
+        rows = min(shuffle * shard, max(1, n_tok // ctx)) * (ctx - 1)
+        if bs > rows:
+            errors.append(f"train.batch_size = {bs}: must be <= the rows of one shuffle chunk ({rows} = "
+                          "min(shuffle_shards × acts.shard_contexts, train contexts) × (context_size − 1))")
+    if isinstance(ctx, int) and isinstance(n_tok, int) and acts.get("corpus") == "austen" and n_tok // ctx < 5:
+        errors.append(f"acts.train_tokens = {n_tok}: must give >= 5 contexts of {ctx} tokens (one per training "
+                      "novel)")
+    held = acts.get("heldout_tokens")
+    if isinstance(held, int) and isinstance(ctx, int) and 0 < held < ctx:
+        errors.append(f"acts.heldout_tokens = {held}: must be 0 (the whole held-out text) or >= context_size ({ctx})")
     width = facts.get("d_model")
     for unit, block in units.items():
         k, expansion = block.get("k"), block.get("expansion")
