@@ -62,9 +62,9 @@ import seaborn as sns
 from IPython.display import Markdown, display
 
 from wsae_utils import lm_saes as S
-from wsae_utils.config import value_tag
 from wsae_utils.export import save_sae
 from wsae_utils.lm import model_facts
+from wsae_utils.paths import value_tag
 from wsae_utils.plots import save_figure, setup_style
 from wsae_utils.results import conclusion_markdown, write_metrics, write_table
 from wsae_utils.runlog import log

@@ -22,7 +22,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .paths import PACKAGE_DIR, REPO_DIR, resolve_data_path
+from .paths import PACKAGE_DIR, REPO_DIR, resolve_data_path, value_tag
 
 SCHEMA_DIR = PACKAGE_DIR / "schemas"
 NOTEBOOK_DIR = REPO_DIR / "notebooks"
@@ -271,11 +271,6 @@ def resolve_device(device: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def value_tag(value: float) -> str:
-    """Folder tag of a swept number (α etc.): exact to 10 significant digits, so distinct values never collide."""
-    return format(float(value), ".10g")
 
 
 def load_config(path: str | Path, schema_dir: Path = SCHEMA_DIR) -> dict:

@@ -145,7 +145,7 @@ def _convert_gguf(src_dir: Path, gguf: str, cache: Path) -> None:
 
 
 def _ensure_converted(name: str, cache_dir: Path) -> Path:
-    from .config import resolve_data_path
+    from .paths import resolve_data_path
 
     spec = MODELS[name]
     # A run in another working directory (snakemake --directory) reuses the checkout's converted model.

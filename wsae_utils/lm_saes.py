@@ -127,7 +127,7 @@ class SAESpec:
 
 def alpha_tag(alpha: float) -> str:
     """Folder tag of an α (wsae_utils.config.value_tag: 0, 0.5, 1, exact to 10 significant digits)."""
-    from .config import value_tag
+    from .paths import value_tag
 
     return value_tag(alpha)
 

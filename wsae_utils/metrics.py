@@ -115,13 +115,7 @@ def per_feature_ground_truth_loss(x: Tensor, z: Tensor, match: np.ndarray) -> np
 
 def mean_correlation_coefficient(x: Tensor, z: Tensor) -> tuple[float, np.ndarray]:
     """MCC: mean |Pearson r| over the Hungarian matching that maximises it (constant columns count 0)."""
-    x64, z64 = x.double(), z.double()
-    xc, zc = x64 - x64.mean(0), z64 - z64.mean(0)
-    xs, zs = xc.norm(dim=0), zc.norm(dim=0)
-    corr = (xc.T @ zc) / (xs[:, None] * zs[None, :]).clamp_min(1e-30)
-    corr[:, zs < 1e-12] = 0
-    corr[xs < 1e-12, :] = 0
-    a = corr.abs().numpy()
+    a = _abs_corr(x, z)
     rows, cols = linear_sum_assignment(-a)
     matched = np.zeros(a.shape[0])
     matched[rows] = a[rows, cols]

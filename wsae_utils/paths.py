@@ -1,4 +1,4 @@
-"""Where the project's files are: the checkout, its notebooks, and embedded data found from any working directory."""
+"""Where the project's files are: the checkout, embedded data found from any working directory, output-folder tags."""
 
 from __future__ import annotations
 
@@ -25,3 +25,8 @@ def resolve_data_path(path: str | Path) -> Path:
         if root and (Path(root) / path).exists():
             return Path(root) / path
     return path
+
+
+def value_tag(value: float) -> str:
+    """Folder tag of a swept number (α etc.): exact to 10 significant digits, so distinct values never collide."""
+    return format(float(value), ".10g")

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .config import resolve_data_path
+from .paths import resolve_data_path
 
 AUSTEN_NOVELS = ("emma", "mansfieldpark", "northangerabbey", "persuasion", "prideprejudice", "sensesensibility")
 

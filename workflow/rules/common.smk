@@ -2,8 +2,8 @@
 import os
 from pathlib import Path
 
-from wsae_utils.config import resolve_device, validate_config, value_tag
-from wsae_utils.paths import REPO_ENV
+from wsae_utils.config import resolve_device, validate_config
+from wsae_utils.paths import REPO_ENV, value_tag
 
 REPO = Path(workflow.basedir)
 # Notebooks (kernels inherit the environment) find the checkout's embedded data even under --directory.
@@ -13,7 +13,8 @@ os.environ[REPO_ENV] = str(REPO)
 # `device: auto` becomes the device it means, so `--config device=cpu` on a CPU machine is the same run.
 validate_config(config, notebook_dir=REPO / "notebooks")
 config["device"] = resolve_device(config["device"])
-CORE_MODULES = ["__init__", "config", "sae", "train", "metrics", "results", "nbrun", "plots", "runlog", "paths"]
+# config.py only validates (its values reach notebooks as params), so editing it reruns nothing.
+CORE_MODULES = ["__init__", "sae", "train", "metrics", "results", "nbrun", "plots", "runlog", "paths"]
 
 
 wildcard_constraints:

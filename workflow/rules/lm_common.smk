@@ -10,7 +10,7 @@ def lm_layers():
 
 
 def lm_alpha_tags():
-    """Folder tags of the configured α values (collision-free: wsae_utils.config.value_tag, checked at start)."""
+    """Folder tags of the configured α values (collision-free: wsae_utils.paths.value_tag, checked at start)."""
     return [value_tag(a) for a in config["lm"]["alphas"]]
 
 
