@@ -331,3 +331,17 @@ def test_hub_model_offline_fails_fast_naming_default(tmp_path):
     # no 48 s of hub retries (20 s leaves room for a busy machine)
     assert seconds < 20 and "smollm2-135m" in out.stdout and "pythia-160m" in out.stdout
     assert time.time() - t < 60
+
+
+def test_unreachable_hub_model_fails_fast_naming_the_embedded_default(tmp_path, monkeypatch):
+    """No network: a hub model not in the local cache fails at once (no minute of retries) with a clear message."""
+    import time
+
+    from wsae_utils.lm import load_tokenizer
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    t0 = time.time()
+    with pytest.raises(RuntimeError, match="hub cannot be reached.*embedded default 'smollm2-135m'"):
+        load_tokenizer("pythia-160m")
+    assert time.time() - t0 < 30

