@@ -1,9 +1,18 @@
-"""Shared test setup: one torch thread (2-core CI machines oversubscribe badly otherwise), no hub access."""
+"""Shared test setup: one torch thread (2-core CI machines oversubscribe badly otherwise), no hub access, and a stub
+of the paper's data folders so `config/paper.yaml` passes its path checks here (found through WSAE_REPO, the
+fallback root for relative data paths that do not exist from the working directory)."""
 
 import os
+import tempfile
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+_STUB = Path(tempfile.mkdtemp(prefix="wsae-paper-data-"))
+for _split in ("train", "val"):
+    (_STUB / "data" / "imagenet100" / _split).mkdir(parents=True)
+os.environ["WSAE_REPO"] = str(_STUB)
 
 import torch  # noqa: E402
 

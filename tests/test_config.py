@@ -212,6 +212,26 @@ def test_missing_input_paths_are_refused():
             resolve_config(bad)
 
 
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda c: c["vision"]["backbone"].update(data_root="/nonexistent/fmnist"),
+         r"vision.backbone.data_root = '/nonexistent/fmnist': no such folder"),
+        (lambda c: c["vision"]["backbone"].update(dataset="imagefolder", data_root="resources"),
+         r"vision.backbone.data_root = 'resources': an image-folder root needs train/ and val/"),
+        (lambda c: c["lm"].setdefault("acts", {}).update(data_dir="/nonexistent/austen"),
+         r"lm.acts.data_dir = '/nonexistent/austen': no such folder"),
+        (lambda c: c["lm"].setdefault("acts", {}).update(corpus="/nonexistent/corpus.txt"),
+         r"lm.acts.corpus = '/nonexistent/corpus.txt': no such .txt file or folder"),
+    ],
+)
+def test_missing_data_is_refused_before_any_job(edit, message):
+    cfg = _raw()
+    edit(cfg)
+    with pytest.raises(ConfigError, match=message):
+        resolve_config(cfg)
+
+
 def test_disabled_sections_resolve():
     out = resolve_config({"toy": {"enabled": False}, "lm": {"enabled": False}, "vision": {"enabled": False},
                           "autointerp": {"enabled": False}})

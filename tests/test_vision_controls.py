@@ -321,6 +321,8 @@ def test_vision_blocks_resolve(name, tmp_path):
 
     block = yaml.safe_load(Path(f"config/{name}.yaml").read_text())["vision"]
     if name == "paper":  # ImageNet-100 is not on this machine: a stand-in folder, so only the path check differs
+        for split in ("train", "val"):
+            (tmp_path / split).mkdir()
         block["backbone"]["data_root"] = str(tmp_path)
     vis = resolve_config({"vision": block})["vision"]
     assert "ncl" in vis["backbone"]["methods"]

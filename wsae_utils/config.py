@@ -386,6 +386,13 @@ def _lm_errors(section: dict) -> list[str]:
     if isinstance(ctx, int) and isinstance(n_tok, int) and acts.get("corpus") == "austen" and n_tok // ctx < 5:
         errors.append(f"acts.train_tokens = {n_tok}: must give >= 5 contexts of {ctx} tokens (one per training "
                       "novel)")
+    corpus = acts.get("corpus")
+    if corpus == "austen" and acts.get("data_dir") and not resolve_data_path(acts["data_dir"]).is_dir():
+        errors.append(f"acts.data_dir = {acts['data_dir']!r}: no such folder (the janeaustenr data; `make data` "
+                      "unpacks it)")
+    elif isinstance(corpus, str) and corpus not in ("austen",) and not corpus.startswith("hf:"):
+        if not resolve_data_path(corpus).exists():
+            errors.append(f"acts.corpus = {corpus!r}: no such .txt file or folder (or use 'austen' / 'hf:<name>')")
     held = acts.get("heldout_tokens")
     if isinstance(held, int) and isinstance(ctx, int) and 0 < held < ctx:
         errors.append(f"acts.heldout_tokens = {held}: must be 0 (the whole held-out text) or >= context_size ({ctx})")
@@ -408,6 +415,14 @@ def _vision_errors(section: dict) -> list[str]:
         errs.append(f"backbone.backbone = {bb.get('backbone')!r}: must be 'resnet18' when source is {source!r}")
     if source == "frozen" and isinstance(bb.get("n_views"), int) and bb["n_views"] < 2:
         errs.append(f"backbone.n_views = {bb['n_views']}: must be >= 2 for the frozen source")
+    root = bb.get("data_root")
+    if root:
+        path = resolve_data_path(root)
+        if not path.is_dir():
+            errs.append(f"backbone.data_root = {root!r}: no such folder" + (
+                " (`make data` unpacks Fashion-MNIST)" if bb.get("dataset") == "fashion-mnist" else ""))
+        elif bb.get("dataset") == "imagefolder" and not all((path / d).is_dir() for d in ("train", "val")):
+            errs.append(f"backbone.data_root = {root!r}: an image-folder root needs train/ and val/ inside")
     if "methods" in bb and "ncl" not in bb["methods"]:
         errs.append(f"backbone.methods = {bb['methods']}: must contain 'ncl' (its features feed the SAE)")
     k, n = sae.get("k"), sae.get("n_latents")

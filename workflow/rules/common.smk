@@ -7,7 +7,7 @@ from wsae_utils.paths import REPO_ENV, value_tag
 
 REPO = Path(workflow.basedir)
 # Notebooks (kernels inherit the environment) find the checkout's embedded data even under --directory.
-os.environ[REPO_ENV] = str(REPO)
+os.environ.setdefault(REPO_ENV, str(REPO))
 
 # Resolve every notebook's parameters (notebook defaults overlaid with the config) and check them before any job;
 # `device: auto` becomes the device it means, so `--config device=cpu` on a CPU machine is the same run.
