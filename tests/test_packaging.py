@@ -53,6 +53,7 @@ def test_non_editable_install_dry_runs_the_smoke_config(tmp_path):
     assert (site / "wsae_utils" / "schemas" / "lm.schema.yaml").is_file()
     assert (site / "wsae_utils" / "templates" / "report" / "index.html.j2").is_file()
     wf = tmp_path / "wf"
+    wf.mkdir()
     for name in ("Snakefile", "workflow", "config", "notebooks"):
         (shutil.copytree if (src / name).is_dir() else shutil.copy2)(src / name, wf / name)
     (wf / "resources").symlink_to(repo / "resources")

@@ -3,7 +3,7 @@ import os
 from pathlib import Path
 
 from wsae_utils.config import resolve_device, validate_config
-from wsae_utils.paths import REPO_ENV, value_tag
+from wsae_utils.paths import PACKAGE_DIR, REPO_ENV, value_tag
 
 REPO = Path(workflow.basedir)
 # Notebooks (kernels inherit the environment) find the checkout's embedded data even under --directory.
@@ -28,8 +28,9 @@ def notebook(name):
 
 
 def code(*modules):
-    """wsae_utils sources a notebook depends on: editing one reruns exactly the notebooks that use it."""
-    return [str(REPO / "wsae_utils" / f"{m}.py") for m in CORE_MODULES + list(modules)]
+    """wsae_utils sources a notebook depends on (where the package is imported from, editable or installed): editing
+    one reruns exactly the notebooks that use it."""
+    return [str(PACKAGE_DIR / f"{m}.py") for m in CORE_MODULES + list(modules)]
 
 
 def section_enabled(section):

@@ -12,7 +12,7 @@ if section_enabled("lm"):
         input:
             nb=notebook("lm_acts"),
             # Only what shapes the activations (not the SAE modules of code()): a trainer edit reruns no LM pass.
-            code=[str(REPO / "wsae_utils" / f"{m}.py") for m in LM_ACTS_MODULES],
+            code=[str(PACKAGE_DIR / f"{m}.py") for m in LM_ACTS_MODULES],
         output:
             metrics=f"{LM_ACTS}/metrics.json",
             meta=f"{LM_ACTS}/meta.json",
