@@ -49,7 +49,7 @@ from wsae_utils import toy
 from wsae_utils import toy_checks as tc
 from wsae_utils import toy_eval as te
 from wsae_utils import toy_sae as ts
-from wsae_utils.results import claim, conclusion_markdown, write_metrics, write_table
+from wsae_utils.results import claim, combine_verdicts, conclusion_markdown, write_metrics, write_table
 from wsae_utils.train import start_run
 
 out, dev = start_run(out_dir, seeds[0], device, num_threads)
@@ -134,15 +134,7 @@ nec_df = pd.DataFrame(nec_rows)
 display(nec_df.round(3))
 
 # %%
-decided = nec_df[nec_df.verdict != "not decidable here"]
-if decided.empty:
-    overall = "not decidable here"
-elif (decided.verdict == "necessary").all() and len(decided) == len(nec_df):
-    overall = "reproduced"
-elif (decided.verdict == "necessary").all():
-    overall = "not decidable here"
-else:
-    overall = "not reproduced"
+overall = combine_verdicts(nec_df.verdict, passing="necessary")
 not_shown = ", ".join(f"{r.condition} ({r.kind})" for r in nec_df.itertuples() if r.verdict != "necessary") or "none"
 claims = [claim(
     "toy-conditions",

@@ -68,7 +68,7 @@ from wsae_utils import toy
 from wsae_utils import toy_checks as tc
 from wsae_utils import toy_eval as te
 from wsae_utils import toy_sae as ts
-from wsae_utils.results import claim, conclusion_markdown, write_metrics, write_table
+from wsae_utils.results import claim, combine_verdicts, conclusion_markdown, write_metrics, write_table
 from wsae_utils.train import start_run
 
 out, dev = start_run(out_dir, seeds[0], device, num_threads)
@@ -172,13 +172,7 @@ verdict_df = pd.DataFrame(verdict_rows)
 display(verdict_df.round(3))
 
 # %%
-decided = verdict_df[verdict_df.verdict != "not decidable here"]
-if decided.empty:
-    overall = "not decidable here"
-elif (decided.verdict == "reproduced").all():
-    overall = "reproduced"
-else:
-    overall = "not reproduced"
+overall = combine_verdicts(verdict_df.verdict)
 failing = ", ".join(f"{r.wp}/{r.kind}" for r in verdict_df.itertuples() if r.verdict != "reproduced") or "none"
 claims = [claim(
     "toy-fig2",

@@ -66,7 +66,7 @@ from wsae_utils import toy
 from wsae_utils import toy_checks as tc
 from wsae_utils import toy_eval as te
 from wsae_utils import toy_sae as ts
-from wsae_utils.results import claim, conclusion_markdown, write_metrics, write_table
+from wsae_utils.results import claim, combine_verdicts, conclusion_markdown, write_metrics, write_table
 from wsae_utils.train import start_run
 
 out, dev = start_run(out_dir, seed, device, num_threads)
@@ -337,12 +337,7 @@ parts = {"Example 1": metrics["example1_reproduced"], "identities": metrics["ide
          "shrinking": metrics["shrinking_grows_with_interference"]}
 failed = [k for k, v in parts.items() if not v]
 verdicts = {"Theorem 1": theorem1, "Theorem 3": theorem3}
-if failed or "not reproduced" in verdicts.values():
-    overall = "not reproduced"
-elif "not decidable here" in verdicts.values():
-    overall = "not decidable here"
-else:
-    overall = "reproduced"
+overall = combine_verdicts(["not reproduced"] * len(failed) + list(verdicts.values()))
 S_hi = shrink_sparsities[0]
 t1_text = "; ".join(f"{r.wp} S={r.sparsity}: {r.verdict} (not a minimiser on: {r.blocks_where_not_minimiser})"
                     for r in t1_df.itertuples())

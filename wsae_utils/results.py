@@ -226,6 +226,20 @@ def claim(claim_id: str, test: str, numbers: str, verdict: str, why: str = "") -
     return {"id": claim_id, "claim": CLAIMS[claim_id], "test": test, "numbers": numbers, "verdict": verdict, "why": why}
 
 
+def combine_verdicts(parts: Iterable[str], passing: str = "reproduced") -> str:
+    """A claim's verdict from its parts: one failing part fails it, else one undecidable part leaves it undecided.
+
+    Only when every part passes (`passing` names the passing value, e.g. "necessary") is the claim reproduced; no
+    parts at all is undecidable.
+    """
+    parts = list(parts)
+    if any(p not in (passing, "not decidable here") for p in parts):
+        return "not reproduced"
+    if not parts or "not decidable here" in parts:
+        return "not decidable here"
+    return "reproduced"
+
+
 def claims_table(found: list[dict[str, str]]) -> pd.DataFrame:
     """One row per paper claim (registry order) from the `claims` rows of every report; 'not run' where none.
 
