@@ -1,13 +1,13 @@
 """The LM part of the DAG: the activation pass is a workflow product, so α and SAE settings rerun no LM pass."""
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from workflow_copy import copy_workflow
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
@@ -41,10 +41,7 @@ def _config(**changes):
 def lm_root(tmp_path_factory):
     """A copy of the workflow sources whose activation cache has been built for real (random Pythia, tiny)."""
     root = tmp_path_factory.mktemp("lmwf")
-    for name in ("Snakefile", "workflow", "config", "notebooks", "wsae_utils", "environment.yml", "pyproject.toml"):
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, root / name)
-    (root / "resources").symlink_to(REPO / "resources")
+    copy_workflow(root)
     (root / "base.yaml").write_text(yaml.safe_dump(_config()))
     smk(root, "results/lm/acts/metrics.json", "--cores", "2", "--configfile", "base.yaml")  # targets first
     return root

@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from workflow_copy import copy_workflow
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
@@ -241,10 +242,7 @@ def _snakemake(args: list[str], cwd: Path, env: dict, timeout: float = SMK_TIMEO
 def slurm_run(slurm_cluster, tmp_path_factory):
     """The toy theory notebook and its table, on the smoke config, submitted through the SLURM profile."""
     root = tmp_path_factory.mktemp("wf_slurm")
-    for name in ("Snakefile", "workflow", "config", "notebooks", "wsae_utils", "environment.yml"):
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, root / name)
-    (root / "resources").symlink_to(REPO / "resources")
+    copy_workflow(root)
     t0 = time.monotonic()
     rc, out = _snakemake(
         [TARGET, "--workflow-profile", "workflow/profiles/slurm",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from workflow_copy import copy_workflow
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
@@ -59,10 +60,7 @@ def test_missing_config_file(tmp_path):
 def smoke_run(tmp_path_factory):
     """A copy of the workflow sources, run end to end on the smoke config (resources/ linked, not copied)."""
     root = tmp_path_factory.mktemp("wf")
-    for name in ("Snakefile", "workflow", "config", "notebooks", "wsae_utils", "environment.yml", "pyproject.toml"):
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, root / name)
-    (root / "resources").symlink_to(REPO / "resources")
+    copy_workflow(root)
     smk("--cores", "2", "--configfile", "config/smoke.yaml", cwd=root)
     return root
 

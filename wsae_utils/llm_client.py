@@ -280,22 +280,26 @@ def parse_explanation(answer: str) -> str:
     return text.strip().splitlines()[0].strip() if text.strip() else ""
 
 
-def detection_messages(explanation: str, excerpts: Sequence[str]) -> Messages:
-    """Ask, for each excerpt, whether the feature is active anywhere in it."""
+def _judge_messages(explanation: str, excerpts: Sequence[str], heading: str, question: str) -> Messages:
+    """A scorer prompt: the explanation, the numbered excerpts, and one 0/1 question per excerpt."""
     body = "\n".join(f"{j + 1}. {e}" for j, e in enumerate(excerpts))
     return [{"role": "system", "content": SYSTEM},
-            {"role": "user", "content": f"Feature description: {explanation}\n\nExcerpts (no highlighting):\n{body}\n\n"
-                                        f"For each of the {len(excerpts)} excerpts, is the feature active on some "
-                                        "token? Reply with only a JSON list of 0/1, one per excerpt, e.g. [1, 0]."}]
+            {"role": "user", "content": f"Feature description: {explanation}\n\n{heading}:\n{body}\n\n"
+                                        f"For each of the {len(excerpts)} excerpts, {question}"}]
+
+
+def detection_messages(explanation: str, excerpts: Sequence[str]) -> Messages:
+    """Ask, for each excerpt, whether the feature is active anywhere in it."""
+    return _judge_messages(explanation, excerpts, "Excerpts (no highlighting)",
+                           "is the feature active on some token? Reply with only a JSON list of 0/1, one per "
+                           "excerpt, e.g. [1, 0].")
 
 
 def fuzz_messages(explanation: str, excerpts: Sequence[str]) -> Messages:
     """Ask, for each highlighted excerpt, whether the highlighted tokens are ones the feature fires on."""
-    body = "\n".join(f"{j + 1}. {e}" for j, e in enumerate(excerpts))
-    return [{"role": "system", "content": SYSTEM},
-            {"role": "user", "content": f"Feature description: {explanation}\n\nHighlighted excerpts:\n{body}\n\n"
-                                        f"For each of the {len(excerpts)} excerpts, do the highlighted tokens match "
-                                        "the description? Reply with only a JSON list of 0/1, one per excerpt."}]
+    return _judge_messages(explanation, excerpts, "Highlighted excerpts",
+                           "do the highlighted tokens match the description? Reply with only a JSON list of 0/1, "
+                           "one per excerpt.")
 
 
 def parse_labels(answer: str, n: int) -> list[bool] | None:
