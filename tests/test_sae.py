@@ -145,12 +145,35 @@ def test_fused_topk_step_matches_dense_autograd(d_in, tied):
 
 
 def test_topk_selection_small_k_path_matches_torch_topk():
-    from wsae_utils.sae import _topk_idx
+    """The packed-key path (CPU, n_latents <= 512, k <= 8) equals torch.topk except between near-ties."""
+    from wsae_utils.sae import topk_indices
 
-    pre = torch.randn(300, 200)
-    for k in (1, 2, 4):  # 64·k > 200: the argmax rounds run
-        got = _topk_idx(pre, k).sort(-1).values
-        assert torch.equal(got, pre.topk(k, dim=-1).indices.sort(-1).values)
+    gen = torch.Generator().manual_seed(3)
+    pre = torch.randn(2000, 200, generator=gen)
+    pre[:100] -= 10.0  # rows of negative pre-activations: truncation toward zero must keep their order
+    tol = 2.0**-14  # 8 index bits leave 15 mantissa bits: keys differ from values by < 2^-15 relative
+    for k in (1, 2, 3, 4, 8):
+        got = topk_indices(pre, k)
+        top = pre.topk(k + 1, dim=-1).values
+        assert got.shape == (2000, k) and bool(((got >= 0) & (got < 200)).all())
+        assert bool((got.sort(-1).values.diff(dim=-1) > 0).all()), "indices repeat within a row"
+        clear = (top[:, k - 1] - top[:, k]) > tol * top[:, k - 1].abs()  # no near-tie at the k-th place
+        ref = pre.topk(k, dim=-1).indices.sort(-1).values
+        assert clear.sum() > 1900 and torch.equal(got.sort(-1).values[clear], ref[clear])
+        # where a near-tie exists, what is picked is still within the tolerance of the exact top-k
+        picked = pre.gather(1, got).sum(-1)
+        assert bool((picked >= top[:, :k].sum(-1) - k * tol * top[:, 0].abs().clamp_min(1)).all())
+
+
+def test_topk_selection_breaks_exact_ties_into_distinct_latents():
+    from wsae_utils.sae import topk_indices
+
+    pre = torch.zeros(5, 64)
+    pre[:, [3, 9, 40]] = 2.0  # three equal maxima
+    got = topk_indices(pre, 3).sort(-1).values
+    assert torch.equal(got, torch.tensor([[3, 9, 40]] * 5))
+    nan_row = torch.full((1, 64), float("nan"))
+    assert bool(((topk_indices(nan_row, 2) >= 0) & (topk_indices(nan_row, 2) < 64)).all())
 
 
 def test_chunked_selection_is_identical():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Literal
 
 import torch
@@ -89,32 +90,109 @@ def _bag_scatter(rows: Tensor, flat_idx: Tensor, offsets: Tensor, bag: tuple[Ten
     """G[m] = Σ_{(b, j): idx[b, j] = m} w[b·k + j] rows[b], dense [n, d] (embedding_bag's weight-grad kernel)."""
     if rows.shape[1] <= 64:
         # narrow rows (the toy model's d = 20): the [B·k, d] product is tiny and one index_add beats the
-        # sort inside embedding_bag's kernel (measured 0.24 vs 0.89 ms at B = 4096, k = 4)
-        k = flat_idx.numel() // rows.shape[0]
-        contrib = rows.repeat_interleave(k, dim=0).mul_(w.unsqueeze(1))
-        return torch.zeros(n, rows.shape[1], dtype=rows.dtype, device=rows.device).index_add_(0, flat_idx, contrib)
+        # sort inside embedding_bag's kernel (measured 0.24 vs 0.89 ms at B = 4096, k = 4); index_select of
+        # the cached row map then an in-place scale is 2x faster than a broadcast [B, 1, d] x [B, k, 1] product
+        B, d = rows.shape
+        row_of = _bag_layout(B, flat_idx.numel() // B, rows.device)[1]
+        contrib = rows.index_select(0, row_of).mul_(w.unsqueeze(1))
+        return torch.zeros(n, d, dtype=rows.dtype, device=rows.device).index_add_(0, flat_idx, contrib)
     offset2bag, bag_size, max_idx = bag
     return _EB._embedding_bag_backward(rows, flat_idx, offsets, offset2bag, bag_size, max_idx, n, False, _SUM, False, w)
 
 
-def _topk_idx(pre: Tensor, k: int) -> Tensor:
-    """Indices of the k largest entries per row (unsorted).
+PACKED_MAX_LATENTS = 512
+"""Widest layer whose CPU top-k (k <= 8) packs the latent index into the pre-activation's low mantissa bits."""
+
+
+def _packed_topk_idx(pre: Tensor, k: int) -> Tensor:
+    """Top-k indices by k rounds of a vectorised row max over keys that carry their own column index.
+
+    torch's CPU max-with-indices / argmax / small top-k walk each row with a scalar loop (~300 µs per round
+    at [4096, 200]), while `amax` is vectorised (~40 µs). Writing the column index into the low b = ⌈log₂ M⌉
+    mantissa bits (truncation toward zero is monotone) makes every key unique and its index readable from the
+    max itself. The order can differ from exact fp32 only between pre-activations that agree to a relative
+    2^-(23-b) (3e-5 at M = 256); the values are recomputed exactly by the caller. `pre` is overwritten.
+    """
+    n = pre.shape[-1]
+    low = (1 << max(1, (n - 1).bit_length())) - 1
+    pre.view(torch.int32).bitwise_and_(~low).bitwise_or_(_arange(n, torch.int32, pre.device))
+    out = []
+    for j in range(k):
+        # a NaN row gives garbage low bits: clamp so that the gather downstream cannot read out of bounds
+        out.append(pre.amax(dim=-1, keepdim=True).view(torch.int32).bitwise_and_(low).long().clamp_(max=n - 1))
+        if j + 1 < k:
+            pre.scatter_(-1, out[-1], float("-inf"))
+    return out[0] if k == 1 else torch.cat(out, dim=-1)
+
+
+@lru_cache(maxsize=16)
+def _arange(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A cached arange (never written to): saves its allocation in every step of a small SAE."""
+    return torch.arange(n, dtype=dtype, device=device)
+
+
+@lru_cache(maxsize=16)
+def _bag_layout(B: int, k: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """embedding_bag's (offsets, offset2bag) for B bags of k entries, cached (they only depend on B and k)."""
+    return torch.arange(0, B * k, k, device=device), torch.arange(B, device=device).repeat_interleave(k)
+
+
+def _topk(pre: Tensor, k: int, owned: bool = False) -> tuple[Tensor, Tensor | None]:
+    """(indices, values) of the k largest entries per row, unsorted; values None where the path cannot give them
+    exactly. `owned`: `pre` is a temporary that may be overwritten.
 
     torch's CPU top-k only takes its partial-sort path when 64·k <= n_latents; below that (the toy model's
-    k = 4 of 200) it is ~3x slower than k rounds of argmax, which is what runs there.
+    k = 1..4 of 200) the packed-key rounds of `_packed_topk_idx` are 3-2.5x faster than max / argmax rounds.
     """
+    on_cpu = pre.device.type == "cpu"
+    if on_cpu and pre.dtype == torch.float32 and k <= 8 and pre.shape[-1] <= PACKED_MAX_LATENTS:
+        return _packed_topk_idx(pre if owned else pre.clone(), k), None
     if k == 1:
-        return pre.max(dim=-1, keepdim=True).indices  # one pass, ~15 % faster than top-k on CPU
-    if pre.device.type != "cpu" or 64 * k <= pre.shape[-1] or k > 8:
-        return pre.topk(k, dim=-1, sorted=False).indices
-    pre = pre.clone()
+        vals, idx = pre.max(dim=-1, keepdim=True)  # one pass, ~15 % faster than top-k on CPU
+        return idx, vals
+    if not on_cpu or 64 * k <= pre.shape[-1] or k > 8:
+        vals, idx = pre.topk(k, dim=-1, sorted=False)
+        return idx, vals
+    pre = pre if owned else pre.clone()
     out = []
     for j in range(k):
         i = pre.argmax(dim=-1, keepdim=True)
         out.append(i)
         if j + 1 < k:
             pre.scatter_(-1, i, float("-inf"))
-    return torch.cat(out, dim=-1)
+    return torch.cat(out, dim=-1), None
+
+
+def topk_indices(pre: Tensor, k: int) -> Tensor:
+    """Indices of the k largest entries along the last dimension (unsorted, no gradient), by the fastest path.
+
+    Same as `pre.topk(k).indices` up to order, except between entries equal to within the packed-key tolerance
+    (see `_packed_topk_idx`); gather the values from `pre` with `pre.gather(-1, idx)` to keep autograd.
+    """
+    with torch.no_grad():
+        return _topk(pre.detach(), k)[0]
+
+
+_PRE_BUFFER: list[Tensor] = []
+"""The reusable CPU buffer of the selection GEMM's [rows, n_latents] output (at most one, grown on demand)."""
+
+
+def _pre_buffer(rows: int, n: int, dtype: torch.dtype) -> Tensor:
+    """A [rows, n] view of the reused CPU pre-activation buffer.
+
+    A fresh 400 MB output per step (the paper shape) costs ~100k page faults, ~95 ms of a ~1 s step: glibc
+    returns allocations that large to the kernel at every free. Writing into one kept buffer avoids that; it is
+    only ever used inside `topk_select`, and `release_topk_buffer` frees it.
+    """
+    need = rows * n * torch.finfo(dtype).bits // 8
+    if not _PRE_BUFFER or _PRE_BUFFER[0].numel() < need:
+        _PRE_BUFFER[:] = [torch.empty(need, dtype=torch.uint8)]
+    return _PRE_BUFFER[0][:need].view(dtype).view(rows, n)
+
+
+def release_topk_buffer() -> None:
+    """Free the CPU pre-activation buffer kept between Top-k steps (it is rebuilt on the next step)."""
+    _PRE_BUFFER.clear()
 
 
 def topk_select(x: Tensor, W: Tensor, b: Tensor, k: int, matmul_dtype: torch.dtype = torch.float32,
@@ -124,20 +202,33 @@ def topk_select(x: Tensor, W: Tensor, b: Tensor, k: int, matmul_dtype: torch.dty
     With `matmul_dtype=bfloat16` the dense GEMM (the one dense product of a Top-k step) runs in bf16; only the
     selection uses it (ties within bf16 rounding may pick a different latent), the values are recomputed in fp32
     by the caller. `chunk_rows` > 0 bounds the dense [rows, n_latents] buffer (peak memory) at some speed cost.
+    A CPU layer narrow enough for the packed-key selection keeps fp32: there bf16 saves nothing on a GEMM that
+    small and its selection would fall back to per-row argmax (measured 2.5x slower at the toy shape).
     """
+    return _select(x, W, b, k, matmul_dtype, chunk_rows)[0]
+
+
+def _select(x: Tensor, W: Tensor, b: Tensor, k: int, matmul_dtype: torch.dtype, chunk_rows: int
+            ) -> tuple[Tensor, Tensor | None]:
+    """`topk_select` plus the selected fp32 pre-activations when the selection could read them exactly (else None)."""
+    if x.device.type == "cpu" and W.shape[0] <= PACKED_MAX_LATENTS and k <= 8:
+        matmul_dtype = torch.float32
     with torch.no_grad():
         if matmul_dtype != torch.float32:
             Wm, bm = W.to(matmul_dtype), b.to(matmul_dtype)
-        rows = chunk_rows if chunk_rows > 0 else x.shape[0]
-        out = []
-        for xs in x.split(rows):
-            if matmul_dtype == torch.float32:
-                pre = torch.addmm(b, xs, W.t())
-            else:
-                pre = torch.addmm(bm, xs.to(matmul_dtype), Wm.t())
-            out.append(_topk_idx(pre, k))
+        idx, vals = [], []
+        for xs in x.split(chunk_rows) if 0 < chunk_rows < x.shape[0] else (x,):
+            bias, lhs, rhs = (b, xs, W) if matmul_dtype == torch.float32 else (bm, xs.to(matmul_dtype), Wm)
+            if x.device.type == "cpu":
+                pre = torch.addmm(bias, lhs, rhs.t(), out=_pre_buffer(xs.shape[0], W.shape[0], matmul_dtype))
+            else:  # the CUDA caching allocator already reuses the block
+                pre = torch.addmm(bias, lhs, rhs.t())
+            i, v = _topk(pre, k, owned=True)
+            idx.append(i)
+            vals.append(v if matmul_dtype == torch.float32 else None)
             del pre
-        return out[0] if len(out) == 1 else torch.cat(out)
+        exact = None if any(v is None for v in vals) else vals[0] if len(vals) == 1 else torch.cat(vals)
+        return (idx[0] if len(idx) == 1 else torch.cat(idx)), exact
 
 
 class _TopKSAE(torch.autograd.Function):
@@ -192,12 +283,12 @@ def _topk_forward(x: Tensor, W_enc: Tensor, b_enc: Tensor, W_dec: Tensor, k: int
                   chunk_rows: int) -> tuple[Tensor, ...]:
     """x̂ (no b_dec), values, indices and what the backward needs, for the Top-k encoder + sparse decoder."""
     B = x.shape[0]
-    idx = topk_select(x, W_enc, b_enc, k, matmul_dtype, chunk_rows)
+    idx, pre_vals = _select(x, W_enc, b_enc, k, matmul_dtype, chunk_rows)
     flat = idx.reshape(-1)
-    offsets = torch.arange(0, B * k, k, device=x.device)
-    # fp32 values of the selected latents: exact whatever precision the selection GEMM ran in
-    offset2bag = torch.arange(B, device=x.device).repeat_interleave(k)
-    vals = (_bag_dot(x, W_enc, flat, offsets, offset2bag) + b_enc[flat]).relu_()
+    offsets, offset2bag = _bag_layout(B, k, x.device)
+    if pre_vals is None:  # recompute in fp32: exact whatever precision the selection GEMM ran in
+        pre_vals = _bag_dot(x, W_enc, flat, offsets, offset2bag) + b_enc[flat]
+    vals = pre_vals.reshape(-1).relu_()
     x_hat, o2b, bag_size, max_idx = _EB._embedding_bag(W_dec, flat, offsets, False, _SUM, False, vals)
     return x_hat, vals, idx, flat, offsets, offset2bag, (o2b, bag_size, max_idx)
 
@@ -282,7 +373,8 @@ class SparseAutoencoder(nn.Module):
             return
         # (g·Ŵ)Ŵ = (g·W) W / ‖W‖², written so that no [n_latents, d_in] temporary is formed
         W, G = self.W_dec, self.W_dec.grad
-        coef = torch.einsum("md,md->m", G, W) / torch.linalg.vector_norm(W, dim=1).pow(2).clamp_min(1e-24)
+        dots = torch.bmm(G.unsqueeze(1), W.unsqueeze(2)).view(-1)  # row dots; einsum's dispatch costs 2x more
+        coef = dots / torch.linalg.vector_norm(W, dim=1).pow(2).clamp_min(1e-24)
         G.addcmul_(W, coef.unsqueeze(1), value=-1.0)
 
     @torch.no_grad()
@@ -317,7 +409,7 @@ def topk_loss_and_grads(sae: SparseAutoencoder, x: Tensor, gamma: Tensor | None 
         wr = r
     else:
         wr = r * (gamma.pow(2) if gamma_inside_norm else gamma)
-    loss = torch.einsum("bd,bd->", wr, r) / B  # = mean over rows of Σ_i w_i (x̂ − x)_i²
+    loss = torch.dot(wr.view(-1), r.view(-1)) / B  # = mean over rows of Σ_i w_i (x̂ − x)_i²
     g_xhat = wr.mul_(2.0 / B)
     tied = sae.W_dec is sae.W_enc
     need = (cfg.bias, True, cfg.bias, not tied)
@@ -330,7 +422,7 @@ def topk_loss_and_grads(sae: SparseAutoencoder, x: Tensor, gamma: Tensor | None 
     sae.W_enc.grad = grad_We
     if cfg.bias:
         sae.b_enc.grad = grad_be
-        sae.b_dec.grad = g_xhat.sum(0) - grad_x.sum(0)  # x̂ adds b_dec, x_c = x − b_dec subtracts it
+        sae.b_dec.grad = (g_xhat - grad_x).sum(0)  # x̂ adds b_dec, x_c = x − b_dec subtracts it
     return loss, x_hat, vals.view(idx.shape), idx
 
 
