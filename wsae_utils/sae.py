@@ -137,6 +137,11 @@ def _bag_layout(B: int, k: int, device: torch.device) -> tuple[Tensor, Tensor]:
     return torch.arange(0, B * k, k, device=device), torch.arange(B, device=device).repeat_interleave(k)
 
 
+def _packed_applies(device: torch.device, n: int, k: int) -> bool:
+    """Whether the packed-key selection runs: CPU, at most PACKED_MAX_LATENTS latents, k <= 8."""
+    return device.type == "cpu" and n <= PACKED_MAX_LATENTS and k <= 8
+
+
 def _topk(pre: Tensor, k: int, owned: bool = False) -> tuple[Tensor, Tensor | None]:
     """(indices, values) of the k largest entries per row, unsorted; values None where the path cannot give them
     exactly. `owned`: `pre` is a temporary that may be overwritten.
@@ -145,7 +150,7 @@ def _topk(pre: Tensor, k: int, owned: bool = False) -> tuple[Tensor, Tensor | No
     k = 1..4 of 200) the packed-key rounds of `_packed_topk_idx` are 3-2.5x faster than max / argmax rounds.
     """
     on_cpu = pre.device.type == "cpu"
-    if on_cpu and pre.dtype == torch.float32 and k <= 8 and pre.shape[-1] <= PACKED_MAX_LATENTS:
+    if pre.dtype == torch.float32 and _packed_applies(pre.device, pre.shape[-1], k):
         return _packed_topk_idx(pre if owned else pre.clone(), k), None
     if k == 1:
         vals, idx = pre.max(dim=-1, keepdim=True)  # one pass, ~15 % faster than top-k on CPU
@@ -211,7 +216,7 @@ def topk_select(x: Tensor, W: Tensor, b: Tensor, k: int, matmul_dtype: torch.dty
 def _select(x: Tensor, W: Tensor, b: Tensor, k: int, matmul_dtype: torch.dtype, chunk_rows: int
             ) -> tuple[Tensor, Tensor | None]:
     """`topk_select` plus the selected fp32 pre-activations when the selection could read them exactly (else None)."""
-    if x.device.type == "cpu" and W.shape[0] <= PACKED_MAX_LATENTS and k <= 8:
+    if _packed_applies(x.device, W.shape[0], k):
         matmul_dtype = torch.float32
     with torch.no_grad():
         if matmul_dtype != torch.float32:
