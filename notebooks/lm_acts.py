@@ -27,7 +27,7 @@ heldout_tokens = 0
 batch_contexts = 16
 shard_contexts = 64
 acts_dtype = "float32"
-lm_dtype = "bfloat16"
+lm_dtype = "auto"
 seed = 0
 
 # %%
@@ -42,6 +42,7 @@ from IPython.display import Markdown, display
 from wsae_utils import lm as L
 from wsae_utils import lm_cache as C
 from wsae_utils import text as T
+from wsae_utils.hardware import machine_summary, resolve_precision
 from wsae_utils.plots import save_figure, setup_style
 from wsae_utils.results import conclusion_markdown, write_metrics, write_table
 
@@ -64,13 +65,19 @@ display(pd.DataFrame([settings]).T.rename(columns={0: "value"}))
 # ## Model and weights
 
 # %%
+facts = L.model_facts(model)
+# bf16 only where this device runs it fast (66x slower than fp32 on an AVX2-only CPU); probed at the pass's
+# largest GEMM (contexts per forward x d_model -> MLP width) when the CPU's report is ambiguous.
+precision = resolve_precision(lm_dtype, dev, "LM forward", probe_shape=(
+    batch_contexts * context_size, facts["d_model"], facts["d_mlp"]))
 t0 = time.time()
-lm = L.load_lm(model, model_cache, dev, seed=seed, dtype=lm_dtype)
+lm = L.load_lm(model, model_cache, dev, seed=seed, dtype=precision.dtype)
 L.check_layers(lm, layers)
 weights = L.weights_info(model, model_cache)
 t_load = time.time() - t0
 display(pd.DataFrame([{**{k: v for k, v in weights.items() if k != "transformerlens"}, "n_layers": lm.n_layers,
-                       "d_model": lm.d_model, "forward dtype": lm_dtype}]).T.rename(columns={0: ""}))
+                       "d_model": lm.d_model, "forward dtype": f"{precision.dtype} ({lm_dtype}: {precision.reason})",
+                       "machine": machine_summary()}]).T.rename(columns={0: ""}))
 
 # %% [markdown]
 # ## Text: training contexts from every training document, the held-out document apart
@@ -104,14 +111,14 @@ meta = C.write_activation_cache(
     meta_extra={"hub_id": weights["hub_id"], "weights": weights, "corpus": corpus, "data_dir": data_dir,
                 "eval_doc": eval_doc, "seed": seed, "model_cache": model_cache,
                 "tokenizer": f"load_tokenizer({model!r}, cache_dir={model_cache!r})",
-                "torch_threads": torch.get_num_threads()})
+                "torch_threads": torch.get_num_threads(), "lm_precision": precision.as_dict()})
 pass_table = pd.DataFrame([{
     "split": s, "contexts": m["n_contexts"], "tokens (BOS incl.)": m["n_tokens"],
     "tokens without BOS": m["n_tokens_without_bos"], "shards per layer": len(m["shards"])}
     for s, m in meta["splits"].items()])
 display(pass_table)
 display(Markdown(f"LM pass: **{meta['lm_tokens']:,} tokens in {meta['lm_seconds']:.0f} s = "
-                 f"{meta['lm_tokens_per_second']:.0f} tokens/s** ({lm_dtype} forward, {torch.get_num_threads()} "
+                 f"{meta['lm_tokens_per_second']:.0f} tokens/s** ({precision.dtype} forward, {torch.get_num_threads()} "
                  f"threads, {batch_contexts} contexts per forward, stopping after block {max(layers)} of "
                  f"{lm.n_layers}); shards stored as {acts_dtype}."))
 

@@ -46,6 +46,7 @@ from wsae_utils import lm as L
 from wsae_utils import lm_eval as E
 from wsae_utils import lm_saes as S
 from wsae_utils.export import load_sae
+from wsae_utils.hardware import resolve_precision
 from wsae_utils.plots import save_figure, setup_style
 from wsae_utils.results import conclusion_markdown, write_metrics, write_table
 from wsae_utils.train import start_run
@@ -68,7 +69,11 @@ downstream = json.loads((Path(train_dir) / "metrics.json").read_text())["downstr
 
 # %%
 t0 = time.time()
-lm = L.load_lm(meta["model"], meta["model_cache"], dev, seed=meta["seed"], dtype=meta["lm_dtype"])
+# The cache pass's setting, resolved on this device: 'auto' gives the cache's dtype on the same machine and never
+# bf16 on a CPU without fast bf16 (a cache built elsewhere); an explicit dtype is kept.
+precision = resolve_precision(meta.get("lm_precision", {}).get("requested", meta["lm_dtype"]), dev,
+                              "LM forward (CE/KL splice)")
+lm = L.load_lm(meta["model"], meta["model_cache"], dev, seed=meta["seed"], dtype=precision.dtype)
 pc = E.evaluate_layer(acts_dir, layer, saes, lm, ce_contexts, ce_seed, batch_contexts, heldout_contexts)
 t_eval = time.time() - t0
 base = E.ce_baselines(pc)
@@ -83,7 +88,8 @@ display(Markdown(
     f"contexts. Clean CE {base['ce_clean']:.3f}, zero-ablation CE {base['ce_zero']:.3f} nats/token (gap "
     f"{base['baseline_gap']:.3f}: "
     + ("degenerate, CE recovered undefined" if not base["baseline_gap"] >= min_baseline_gap else "usable")
-    + f"). Evaluated {len(saes)} SAEs in {t_eval:.0f} s."))
+    + f"). Evaluated {len(saes)} SAEs in {t_eval:.0f} s; LM forward in {precision.dtype} (cache pass: "
+    f"{meta['lm_dtype']})."))
 
 # %% [markdown]
 # ## Metrics with 95 % bootstrap CIs over contexts

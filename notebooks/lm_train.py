@@ -49,7 +49,7 @@ monitor_points = 5
 monitor_contexts = 16
 untrained_max_cos = 0.9
 untrained_max_loss_ratio = 0.9
-matmul_dtype = "float32"
+matmul_dtype = "auto"
 seed = 0
 
 # %%
@@ -63,6 +63,7 @@ from IPython.display import Markdown, display
 
 from wsae_utils import lm_saes as S
 from wsae_utils.export import save_sae
+from wsae_utils.hardware import resolve_precision
 from wsae_utils.lm import model_facts
 from wsae_utils.paths import value_tag
 from wsae_utils.plots import save_figure, setup_style
@@ -79,6 +80,9 @@ if 0.0 not in alphas:
     raise ValueError(f"alphas = {alphas}: must contain 0.0 (the plain SAE baseline)")
 meta = S.read_meta(acts_dir)
 facts = model_facts(meta["model"])
+# bf16 selection GEMM only where this device runs bf16 fast; the values, weights and gradients stay fp32.
+precision = resolve_precision(matmul_dtype, dev, "SAE selection GEMM",
+                              probe_shape=(batch_size, facts["d_model"], expansion * facts["d_model"]))
 settings = {k_: globals()[k_] for k_ in (
     "acts_dir", "sae_dir", "variants_dir", "layer", "alphas", "variants", "downstream_variant", "permuted_control",
     "cap_quantile", "k", "expansion", "steps", "batch_size", "lr", "lr_warmup_steps", "lr_decay_frac",
@@ -112,14 +116,15 @@ display(pd.DataFrame(gamma_rows).round(4))
 cfg = S.LayerTrainConfig(
     n_latents=expansion * facts["d_model"], k=k, steps=steps, batch_size=batch_size, lr=lr,
     lr_warmup_steps=lr_warmup_steps, lr_decay_frac=lr_decay_frac, auxk_alpha=auxk_alpha,
-    dead_window=dead_window_tokens, gamma_inside_norm=gamma_inside_norm, seed=seed, matmul_dtype=matmul_dtype,
+    dead_window=dead_window_tokens, gamma_inside_norm=gamma_inside_norm, seed=seed, matmul_dtype=precision.dtype,
     shuffle_shards=shuffle_shards, monitor_points=monitor_points, monitor_contexts=monitor_contexts)
 t0 = time.time()
 trained = S.train_layer_saes(acts_dir, layer, specs, stats, cfg, dev)
 t_train = time.time() - t0
 log(f"layer {layer}: trained {len(trained)} SAEs in {t_train:.1f} s")
 display(Markdown(f"Trained {len(trained)} SAEs in {t_train:.0f} s "
-                 f"({len(trained) * steps * batch_size / t_train:,.0f} SAE-tokens/s)."))
+                 f"({len(trained) * steps * batch_size / t_train:,.0f} SAE-tokens/s); selection GEMM in "
+                 f"**{precision.dtype}** ({matmul_dtype}: {precision.reason})."))
 
 # %% [markdown]
 # ## Did each SAE train?

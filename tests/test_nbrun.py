@@ -75,3 +75,27 @@ def test_failed_notebook_leaves_html_and_a_short_error(source, tmp_path):
     nb = nbformat.read(out / "report.ipynb", as_version=4)
     assert any("boom requested" in json.dumps(c.get("outputs", [])) for c in nb.cells)
     assert "boom requested" in (out / "run.log").read_text()
+
+
+PRECISION_NB = '''# %% tags=["parameters"]
+out_dir = "results/dev/precision"
+lm_dtype = "bfloat16"
+
+# %%
+from wsae_utils.hardware import resolve_precision
+from wsae_utils.results import write_metrics
+p = resolve_precision(lm_dtype, "cpu", "LM forward", cpu_verdict=(False, "AVX2 only (forced)"))
+write_metrics(out_dir + "/metrics.json", {"dtype": p.dtype})
+'''
+
+
+def test_report_header_shows_machine_and_resolved_precision(tmp_path):
+    src = tmp_path / "prec.py"
+    src.write_text(PRECISION_NB)
+    out = tmp_path / "run"
+    execute_notebook(src, out / "report.ipynb", {"out_dir": str(out)}, out / "report.html")
+    html = (out / "report.html").read_text()
+    assert "Ran on:" in html and "torch " in html
+    assert "LM forward: <b>bfloat16</b>" in html and "slow on this CPU, asked for explicitly" in html
+    nb = nbformat.read(str(out / "report.ipynb"), as_version=4)
+    assert nb.metadata["wsae"]["precision"][0]["slow_explicit"] is True

