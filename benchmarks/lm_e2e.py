@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import sys
 import time
@@ -23,15 +22,9 @@ import time
 import torch
 
 from wsae_utils import lm as L
+from wsae_utils.hardware import PRECISIONS, machine_summary, resolve_precision
 from wsae_utils.sae import SAEConfig, SparseAutoencoder, make_gamma
 from wsae_utils.train import SAETrainer, TrainConfig, resolve_device
-
-
-def _cpu_name() -> str:
-    for line in open("/proc/cpuinfo") if platform.system() == "Linux" else ():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def _sync(device: torch.device) -> None:
@@ -46,8 +39,8 @@ def run(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     facts = L.model_facts(args.model)
     layers = list(range(facts["n_layers"])) if args.layers is None else args.layers
-    lm_dtype = args.lm_dtype or ("bfloat16" if device.type == "cuda" else "float32")
-    sae_dtype = args.sae_dtype or ("bfloat16" if device.type == "cuda" else "float32")
+    lm_dtype = resolve_precision(args.lm_dtype, device, "LM forward").dtype
+    sae_dtype = resolve_precision(args.sae_dtype, device, "SAE selection GEMM").dtype
     n_ctx, rem = divmod(args.batch_tokens, args.ctx)
     if rem or n_ctx < 1:
         raise ValueError(f"--batch-tokens {args.batch_tokens} must be a positive multiple of --ctx {args.ctx}")
@@ -98,7 +91,7 @@ def run(args: argparse.Namespace) -> dict:
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return {
         "model": args.model, "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else machine_summary(),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "lm_dtype": lm_dtype, "sae_dtype": sae_dtype,
         "layers": layers, "alphas": args.alphas, "d_model": d, "n_latents": d * args.expansion, "k": args.k,
         "batch_tokens": args.batch_tokens, "ctx": args.ctx, "steps": args.steps, "saes": len(trainers),
@@ -122,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=20, help="timed batches")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="auto")
-    p.add_argument("--lm-dtype", choices=L.LM_DTYPES, default=None, help="default: bfloat16 on CUDA, else float32")
-    p.add_argument("--sae-dtype", choices=("float32", "bfloat16"), default=None,
-                   help="SAE selection GEMM; default: bfloat16 on CUDA, else float32")
+    p.add_argument("--lm-dtype", choices=PRECISIONS, default="auto",
+                   help="auto: bfloat16 where the device runs it fast (CUDA, AVX512-BF16/AMX CPUs), else float32")
+    p.add_argument("--sae-dtype", choices=PRECISIONS, default="auto", help="SAE selection GEMM (auto as above)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)

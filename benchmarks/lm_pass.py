@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 
 from wsae_utils import lm as L
 from wsae_utils import text as T
+from wsae_utils.hardware import cpu_bf16_verdict, cpu_info, machine_summary
 from wsae_utils.metrics import fvu
 from wsae_utils.sae import SAEConfig, SparseAutoencoder
 from wsae_utils.train import SAETrainer, TrainConfig
@@ -76,6 +76,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[2, 1])
     ap.add_argument("--rounds", type=int, default=2, help="round-robin timed rounds (the best per configuration)")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile of the bf16 model")
+    ap.add_argument("--force-bf16", action="store_true", help="time bf16 on a CPU without fast bf16 too")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
 
@@ -89,12 +90,19 @@ def main() -> None:
         ("plain fp32 forward, all blocks + hidden states (baseline)", lm32, "plain", 8, 128),
         ("hooked fp32, stop after deepest layer", lm32, "hooked", 8, 128),
         ("hooked fp32, 16 contexts/forward", lm32, "hooked", 16, 128),
+        ("hooked fp32, 32 contexts/forward", lm32, "hooked", 32, 128),
+        ("hooked fp32, 64 contexts/forward", lm32, "hooked", 64, 128),
         ("hooked bf16 autocast (fp32 weights)", lm32, "autocast", 8, 128),
         ("hooked bf16 weights", lm16, "hooked", 8, 128),
         ("hooked bf16 weights, 16 contexts/forward", lm16, "hooked", 16, 128),
         ("hooked bf16 weights, 32 contexts/forward", lm16, "hooked", 32, 128),
         ("hooked bf16 weights, context 256, 8 contexts/forward", lm16, "hooked", 8, 256),
     ]
+    hw = cpu_info()
+    fast_bf16, why_bf16 = cpu_bf16_verdict(hw["torch_capability"], set(hw["flags"]), arch=hw["arch"])
+    if fast_bf16 is not True and not args.force_bf16:  # ~66x slower than fp32 there: minutes per configuration
+        print(f"skipping the bf16 configurations: {why_bf16} (--force-bf16 times them anyway)", flush=True)
+        grid = [g for g in grid if "bf16" not in g[0]]
     if args.compile:
         comp = L.LM(lm16.name, torch.compile(lm16.model), lm16.tokenizer)
         comp.model.base_model.layers = lm16.model.base_model.layers  # hooks stay on the same modules
@@ -127,7 +135,7 @@ def main() -> None:
     ids = by_ctx[128]
     held_ids = T.heldout_contexts(tok, held, 128, max(1, args.tokens // 128), lm32.vocab_size).ids
     tol = []
-    for l in args.layers:
+    for l in args.layers if any("bf16" in g[0] for g in grid) else ():  # bf16 forwards: skipped where slow
         a32, a16 = _acts(lm32, ids, [l], 8)[l], _acts(lm16, ids, [l], 8)[l]
         rel = (a16 - a32).norm(dim=-1) / a32.norm(dim=-1).clamp_min(1e-12)
         sae = SparseAutoencoder(SAEConfig(d_in=a32.shape[1], n_latents=4 * a32.shape[1], activation="topk", k=32),
@@ -147,7 +155,8 @@ def main() -> None:
     lines = [
         f"## LM activation pass, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}; model {args.model}, "
+        f"Machine (printed by the benchmark): {machine_summary()}, flags {', '.join(hw['flags'])}; bf16: {why_bf16}; "
+        f"torch {torch.__version__}; model {args.model}, "
         f"layers {args.layers}; {args.tokens} tokens per configuration, best of {args.rounds} round-robin round(s).",
         f"Contention: load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end; other processes used "
         f"{foreign:.2f} CPUs on average during the timed grid (0 = quiet machine).",

@@ -52,8 +52,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from wsae_utils.hardware import cpu_bf16_verdict, cpu_info, machine_summary  # noqa: E402
+from wsae_utils.lm import model_facts  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
-D_MODEL = {"smollm2-135m": 576, "pythia-160m": 768}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -98,7 +100,7 @@ def default_lm_shape(batch: int | None = None) -> Shape:
         expansion, k, bs = train.get("expansion", expansion), train.get("k", k), train.get("batch_size", bs)
     except (OSError, ImportError, AttributeError):
         pass
-    d = D_MODEL.get(model, 576)
+    d = model_facts(model)["d_model"]
     return Shape("default", d, d * expansion, k, batch or bs)
 
 
@@ -478,20 +480,13 @@ def markdown(rows: list[dict]) -> str:
 
 
 def env_info(device: str) -> dict:
-    """Machine, library versions and load at the start."""
+    """Machine (CPU model, torch capability, the flags that matter, fast bf16 or not), library versions, load."""
+    hw = cpu_info()
+    fast, why = cpu_bf16_verdict(hw["torch_capability"], set(hw["flags"]), arch=hw["arch"])
     info = {"date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "python": sys.version.split()[0],
             "platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "nproc": os.cpu_count(),
+            **hw, "cpu_fast_bf16": fast, "cpu_bf16_why": why, "hardware": machine_summary(),
             "loadavg_start": _loadavg(), "command": " ".join([Path(sys.executable).name, *sys.argv])}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                info["avx512_bf16"] = "avx512_bf16" in line.split()
-                break
-    except OSError:
-        pass
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name()
     for pkg in ("wsae_utils", "sae_lens", "sparsify"):
@@ -509,6 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--adapters", default="bound,wsae,wsae_weighted,sparsify,saelens")
     p.add_argument("--device", default="auto", help="auto (CPU, then CUDA too when present), cpu or cuda")
     p.add_argument("--dtypes", default="fp32,bf16", help="fp32 and/or bf16")
+    p.add_argument("--force-bf16", action="store_true", help="time bf16 on a CPU without fast bf16 too")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--toy-k", default="1,2,3,4")
@@ -543,8 +539,9 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     for device in devices:
         for dtype in a.dtypes.split(","):
-            if dtype == "bf16" and device == "cpu" and not info.get("avx512_bf16", False):
-                print("  skipping bf16 on CPU: no avx512_bf16", flush=True)
+            if dtype == "bf16" and device == "cpu" and info["cpu_fast_bf16"] is not True and not a.force_bf16:
+                # bf16 GEMMs run ~66x slower than fp32 on CPUs without AVX512-BF16/AMX: not a precision to time
+                print(f"  skipping bf16 on CPU: {info['cpu_bf16_why']} (--force-bf16 times it anyway)", flush=True)
                 continue
             for shape in shapes:
                 toy = shape.name == "toy"
@@ -554,7 +551,8 @@ def main(argv: list[str] | None = None) -> int:
     add_ratios(rows)
     info["loadavg_end"] = _loadavg()
     info["wall_s"] = round(time.perf_counter() - t0, 1)
-    md = markdown(rows)
+    md = f"Hardware (printed by the benchmark): {info['hardware']}; flags {', '.join(info['flags'])}; " \
+         f"bf16: {info['cpu_bf16_why']}\n\n" + markdown(rows)
     print("\n" + md)
     print(f"wall {info['wall_s']} s; loadavg start {info['loadavg_start']}, end {info['loadavg_end']}")
     if a.out:
