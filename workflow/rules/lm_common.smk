@@ -1,7 +1,7 @@
 # Helper functions of lm.smk (kept apart so `snakemake --lint` sees no rules mixed with functions).
 
 LM_ACTS = "results/lm/acts"
-LM_ACTS_MODULES = ["__init__", "config", "lm", "text", "lm_cache", "results", "runlog", "plots", "nbrun"]
+LM_ACTS_MODULES = ["__init__", "config", "lm", "text", "lm_cache", "results", "hardware", "runlog", "plots", "nbrun"]
 
 
 def lm_layers():
