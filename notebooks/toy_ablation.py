@@ -37,7 +37,7 @@ eval_samples = 8192
 cos_threshold = 0.99
 convergence_window = 0.1
 convergence_rtol = 0.02
-convergence_atol = 5.0e-4
+convergence_atol = 1.0e-9
 
 # %%
 import matplotlib.pyplot as plt

@@ -54,7 +54,7 @@ marked_decrease = 0.5
 trend_spearman = -0.8
 convergence_window = 0.1
 convergence_rtol = 0.02
-convergence_atol = 5.0e-4
+convergence_atol = 1.0e-9
 
 # %%
 import matplotlib.pyplot as plt

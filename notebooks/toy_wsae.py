@@ -50,7 +50,7 @@ eval_samples = 8192
 better_than_zero = 0.9
 convergence_window = 0.1
 convergence_rtol = 0.02
-convergence_atol = 5.0e-4
+convergence_atol = 1.0e-9
 
 # %%
 import matplotlib.pyplot as plt

@@ -95,6 +95,20 @@ def test_convergence_rule():
     assert not rule.check(np.ones((1, 1)), 1.0)[0][0]  # too short to judge
 
 
+def test_convergence_rule_has_no_absolute_floor_above_the_loss():
+    # The case: a closed-form-initialised run at S = 0.99 whose loss (7.6e-5·E‖x_p‖²) still changes by ~35 %
+    # over its last window. The old rule's absolute term (atol·E = 1.9e-4 > the loss) passed it; it must not count.
+    energy = 2.5
+    curve = np.concatenate([np.full(10, 1.17e-4), np.full(10, 7.6e-5)])[:, None] * energy
+    ok, rel = ts.ConvergenceRule(window=0.5, rtol=0.02).check(curve, energy)
+    assert not ok[0] and abs(rel[0]) > 0.3
+    # a loss that is itself at numerical zero (both windows under the floor) has converged, however noisy
+    zero = np.concatenate([np.full(10, 1e-13), np.full(10, 1e-14)])[:, None]
+    assert ts.ConvergenceRule(window=0.5, rtol=0.02, atol=1e-9).check(zero, 1.0)[0][0]
+    # the floor never passes a loss above it, whatever atol says about a small change
+    assert not ts.ConvergenceRule(window=0.5, rtol=0.02, atol=1e-9).check(curve, energy)[0][0]
+
+
 def test_fig2_verdict_uses_effective_features_not_probe_counts():
     def rows(n_eff, fpl):
         return [{"sparsity": S, "converged": True, "n_eff": e + 0.01 * s, "fpl_probe_tau0": f, "seed": s}
