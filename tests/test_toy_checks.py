@@ -78,6 +78,43 @@ def test_theorem3_verdict_rules():
     assert tc.theorem3_verdict([closed, {**other, "converged": False}], 1e-6, 0.01)[0] == "reproduced"
 
 
+def test_data_dependent_perturbations_are_read_on_other_rows():
+    W = toy.simplex_wp(2)
+    x = toy.sample_features(4000, 3, 0.7, torch.Generator().manual_seed(0), nonempty=True).double()
+    a = toy.sample_features(500, 3, 0.7, torch.Generator().manual_seed(1), nonempty=True).double()
+    b = toy.sample_features(500, 3, 0.7, torch.Generator().manual_seed(2), nonempty=True).double()
+    pa, pb = (tc.perturbation_scan(W, x, [0.01], 1, x_direction=d) for d in (a, b))
+    fixed = [(p["perturbation"], p["block"], p["eps"]) for p in pa if p["perturbation"] in ("rescale rows",
+                                                                                          "random direction")]
+    assert fixed and all(p["rows"] == 4000 for p in pa)
+    # perturbations that do not look at data are the same; the gradient follows x_direction only
+    for ra, rb in zip(pa, pb, strict=True):
+        same = ra["perturbation"] in ("rescale rows", "random direction")
+        assert (ra["diff"] == rb["diff"]) == same
+    # default: built on the first half of x, every perturbation read on the second half
+    assert all(p["rows"] == 2000 for p in tc.perturbation_scan(W, x, [0.01], 1))
+
+
+def test_optimal_block_scale_and_theorem1_resolution():
+    # digons reconstruct exactly: every block's best scale is 1 and nothing lowers L_SAE
+    Wd = _digons()
+    xd = toy.sample_features(2000, Wd.shape[1], 0.7, torch.Generator().manual_seed(0), nonempty=True).double()
+    assert np.allclose(tc.optimal_block_scales(Wd, xd), 1.0)
+    # a triangle shrinks 2-sparse inputs: its best scale is above 1, and scaling to it lowers L_SAE out of sample
+    W = toy.simplex_wp(2)
+    x = toy.sample_features(20000, 3, 0.7, torch.Generator().manual_seed(0), nonempty=True).double()
+    assert min(tc.optimal_block_scales(W, x)) > 1.001
+    x_fit = toy.sample_features(20000, 3, 0.7, torch.Generator().manual_seed(1), nonempty=True).double()
+    gap = tc.block_scale_gap(W, x_fit, x)
+    assert gap["scale"] > 1.001 and gap["hi"] < 0
+    res = tc.theorem1_resolution(tc.perturbation_scan(W, x, [0.01, 0.05], 1))
+    assert 0 < res < 1
+    # a pass says how far it holds: "holds to within" the resolution, never a bare "reproduced"
+    ok = [{"diff": 0.0, "lo": -1e-9, "hi": 1e-9, "rel": 0.0, "converged": True, "init": "random"}]
+    v, why = tc.theorem1_verdict([], ok, 0.01, resolution=0.004)
+    assert v == "reproduced" and "holds to within 0.40%" in why
+
+
 def test_theorem3_on_digons_only_finds_no_other_candidate():
     W = _digons()
     assert torch.equal(tc.flipped_polygon_candidate(W), W.T.double())
