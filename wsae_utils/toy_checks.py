@@ -141,10 +141,10 @@ def perturbation_scan(
     """Local perturbations of the closed form W_m = W_pᵀ and their paired effect on L_SAE (held-out x).
 
     Per block of W_p (mono / digon / k-gon) and ε: rescale that block's rows by (1 ± ε); plus `n_random`
-    random directions of relative size ε on the whole matrix and one step of size ε along −∇L_SAE. The gradient is
-    computed on `x_direction`, rows not used to evaluate it (default: the first half of `x`, and every perturbation is then
-    read on the second half): read on the rows it was fitted to, a direction looks better than it is. A row
-    with `hi < 0` lowers L_SAE significantly: the closed form is not a local minimiser in that direction.
+    random directions of relative size ε on the whole matrix and one step of size ε along −∇L_SAE. The gradient
+    is computed on `x_direction`, rows not used to evaluate it (default: the first half of `x`, and every
+    perturbation is then read on the second half): read on the rows it was fitted to, a direction looks better than
+    it is. A row with `hi < 0` lowers L_SAE significantly: the closed form is not a local minimiser there.
     """
     if x_direction is None:
         half = x.shape[0] // 2
