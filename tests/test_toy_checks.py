@@ -222,3 +222,33 @@ def test_wsae_improvement_needs_more_than_a_lower_l_gt():
     assert none["pairs"] == 0 and not none["decidable"] and not none["improves_recovery"]
     # the secondary claim: per-latent variance higher
     assert tc.wsae_paired_effect(base, _pair_rows(0.6, var=0.02))["latent_var_higher"]
+
+
+def test_wsae_setting_verdict_outcomes_and_decidability():
+    from wsae_utils.power import verdict_over_settings
+
+    def verdict(base, wsae, others=()):
+        eff = tc.wsae_paired_effect(base, wsae)
+        return tc.wsae_setting_verdict(eff, [*base, *wsae, *others])
+
+    base = _pair_rows(0.6)
+    assert verdict(base, _pair_rows(0.4)) == ("reproduced", None)
+    assert verdict(base, _pair_rows(0.7)) == ("not reproduced", None)
+    # too few converged pairs
+    v, why = verdict(base, _pair_rows(0.4, converged=False))
+    assert v == "not decidable here" and "converged pairs" in why
+    # the n = 200 case: plain and WSAE both near the all-zero baseline and no SAE of any kind here gets to 0.9 —
+    # the guard cannot be met, so the setting says nothing about weighting
+    crowded = _pair_rows(0.95)
+    v, why = verdict(crowded, _pair_rows(0.94), others=_pair_rows(0.93))
+    assert v == "not decidable here" and "out of reach" in why
+    # ... but once any converged SAE there meets the guard, a WSAE that fails it counts as a failure
+    assert verdict(crowded, _pair_rows(0.94), others=_pair_rows(0.5))[0] == "not reproduced"
+    # perfect recovery by the WSAE meets the guard itself and still flips the setting
+    assert verdict(crowded, _pair_rows(0.0, cos=1.0, mcc=1.0, jitter=0.0))[0] == "reproduced"
+    # overall: decided on the decidable settings only; none decidable → not decidable
+    nd = "not decidable here"
+    assert verdict_over_settings({"exact S=0.5": "reproduced", "constructed S=0.5": nd}) == "reproduced"
+    assert verdict_over_settings({"constructed S=0.5": nd, "constructed S=0.9": nd}) == nd
+    # the MDE of the paired ΔL_GT comes with every setting
+    assert tc.wsae_paired_effect(base, _pair_rows(0.4, jitter=0.03))["mde_L_GT_rel"] > 0

@@ -298,6 +298,7 @@ def wsae_paired_effect(base: list[dict[str, Any]], wsae: list[dict[str, Any]], b
     of the all-zero baseline (1), and neither matched cosine nor matchable MCC is significantly lower. Also: is the
     per-latent variance higher (the paper's secondary claim), and the mean L_SAE ratio WSAE / SAE.
     """
+    from .power import mde_from_interval
     from .toy_eval import t_interval
 
     b = {r["seed"]: r for r in base if r.get("converged")}
@@ -313,7 +314,32 @@ def wsae_paired_effect(base: list[dict[str, Any]], wsae: list[dict[str, Any]], b
                           if seeds else float("nan"))
     decidable = len(seeds) >= MIN_SEEDS
     out["decidable"] = decidable
+    out["mde_L_GT_rel"] = mde_from_interval(out["d_L_GT_rel_lo"], out["d_L_GT_rel_hi"], len(seeds))
     out["improves_recovery"] = bool(decidable and out["d_L_GT_rel_hi"] < 0 and out["wsae_L_GT_rel"] <= better_than_zero
                                     and out["d_matched_cos_hi"] >= 0 and out["d_mcc_matchable_hi"] >= 0)
     out["latent_var_higher"] = bool(decidable and out["d_latent_var_lo"] > 0)
     return out
+
+
+def best_converged(rows: list[dict[str, Any]], metric: str = "L_GT_rel") -> tuple[float, int]:
+    """(lowest `metric`, count) over the converged rows: how far any SAE trained in a setting got."""
+    vals = [r[metric] for r in rows if r.get("converged") and np.isfinite(r.get(metric, np.nan))]
+    return (float(min(vals)) if vals else float("nan")), len(vals)
+
+
+def wsae_setting_verdict(effect: dict[str, Any], setting_rows: list[dict[str, Any]], better_than_zero: float = 0.9
+                         ) -> tuple[str, str | None]:
+    """Verdict of one WSAE-vs-SAE setting and, when it is not decidable, why; (verdict, reason or None).
+
+    `effect`: a `wsae_paired_effect` row. `setting_rows`: every run trained on the same (W_p, S), all SAE kinds and
+    weightings. Not decidable with fewer than `MIN_SEEDS` converged pairs, or when the `better_than_zero` guard is
+    out of reach: no converged SAE of any kind or weighting in the setting gets L_GT/E‖x‖² to it, so the WSAE's
+    failing it says nothing about weighting (on W_p with many more features than dimensions at low S no SAE can).
+    Otherwise reproduced iff `effect["improves_recovery"]`.
+    """
+    if effect["pairs"] < MIN_SEEDS:
+        return "not decidable here", f"fewer than {MIN_SEEDS} converged pairs"
+    best, _ = best_converged(setting_rows)
+    if not best <= better_than_zero:
+        return "not decidable here", f"guard L_GT/E‖x‖² ≤ {better_than_zero} out of reach: no converged SAE meets it"
+    return ("reproduced" if effect["improves_recovery"] else "not reproduced"), None
