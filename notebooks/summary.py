@@ -5,7 +5,8 @@
 # claim, from measured numbers (never typed in), together with the test it applied, the numbers with their seeds and
 # confidence intervals, and why. This page only collects them; follow the link in each row for the evidence.
 # "not decidable here" means the claim needs something this run does not have (for example an LLM judge for
-# auto-interpretability); "not run" means no notebook of this run tested the claim (its section is switched off).
+# auto-interpretability, no converged run, or an effect smaller than the run can detect: the "decidable /
+# detectable" column says which); "not run" means no notebook of this run tested the claim (its section is off).
 
 # %% tags=["parameters"]
 reports = []  # [section, label, metrics.json path] per report of this run
@@ -41,8 +42,12 @@ def _link(row: pd.Series) -> str:
     return "<br>".join(links)
 
 
-view = claims.assign(evidence=claims.apply(_link, axis=1))[["claim", "verdict", "test", "numbers", "why", "evidence"]]
-display(HTML(view.to_html(index=False, escape=False, na_rep="")))
+view = claims.assign(evidence=claims.apply(_link, axis=1))[["claim", "verdict", "test", "numbers", "why", "decidable",
+                                                            "evidence"]]
+# "decidable / detectable": the settings each verdict was decided on, why the others were not, and the minimum
+# detectable effect at the run's sample size next to the paper's effect.
+display(HTML(view.rename(columns={"decidable": "decidable / detectable"}).to_html(index=False, escape=False,
+                                                                                   na_rep="")))
 
 # %%
 counts = claims["verdict"].value_counts().to_dict()

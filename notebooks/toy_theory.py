@@ -48,7 +48,7 @@ uniqueness_equal_atol = 1.0e-6
 uniqueness_gt_atol = 0.01
 convergence_window = 0.1
 convergence_rtol = 0.02
-convergence_atol = 5.0e-4
+convergence_atol = 1.0e-9
 max_interferers = 8
 shrink_sparsities = [0.5, 0.9]
 shrink_samples = 20000
@@ -66,6 +66,7 @@ from wsae_utils import toy
 from wsae_utils import toy_checks as tc
 from wsae_utils import toy_eval as te
 from wsae_utils import toy_sae as ts
+from wsae_utils.power import decidable_summary, verdict_over_settings
 from wsae_utils.results import claim, combine_verdicts, conclusion_markdown, write_metrics, write_table
 from wsae_utils.train import start_run
 
@@ -136,7 +137,11 @@ display(id_df.groupby(["kind", "identity"]).agg(cases=("case", "count"), max_rel
 # ### 3a. Local perturbations of the closed form
 # Paired against the closed form on the same `eval_samples` held-out rows: `rel` = ΔL_SAE / L_SAE(closed form),
 # [lo, hi] the 95 % interval of the mean difference. A row with hi < 0 lowers L_SAE: the closed form is not a
-# minimiser in that direction. The table shows, per block and S, the most favourable perturbation.
+# minimiser in that direction. The gradient step (and the best block scales below) are fitted on another
+# `eval_samples` rows (read on the rows they were fitted to, they would look better than they are). The table shows,
+# per block and S, the most favourable perturbation; the second table the check's **resolution** per S: the
+# smallest relative L_SAE difference a perturbation resolves (minimum detectable effect, 80 % power, median over the
+# perturbations), next to the best block rescaling (fitted out of sample) and its effect.
 
 # %%
 pert_rows = []
@@ -145,7 +150,9 @@ for name in theorem1_wp:
     for S in train_sparsities:
         x_ev = toy.sample_features(eval_samples, W.shape[1], S, torch.Generator().manual_seed(seed + 7),
                                    nonempty=True).double()
-        for r in tc.perturbation_scan(W, x_ev, perturbation_eps, perturbation_random, seed):
+        x_dir = toy.sample_features(eval_samples, W.shape[1], S, torch.Generator().manual_seed(seed + 8),
+                                    nonempty=True).double()  # rows the data-dependent directions are fitted on
+        for r in tc.perturbation_scan(W, x_ev, perturbation_eps, perturbation_random, seed, x_direction=x_dir):
             pert_rows.append(dict(wp=name, sparsity=S, **r))
 pert_df = pd.DataFrame(pert_rows)
 pert_df["lowers_L_SAE"] = pert_df.hi < 0
@@ -154,6 +161,24 @@ where = (pert_df.sort_values("rel").groupby(["wp", "sparsity", "block"], sort=Fa
                                                     "lowers_L_SAE"]])
 rows += [dict(part="perturbation", **r) for r in pert_rows]
 display(where.round(5))
+res_rows = []
+for (name, S), grp in pert_df.groupby(["wp", "sparsity"], sort=False):
+    W, _ = wps[name]
+    x_fit_s, x_ev_s = (toy.sample_features(eval_samples, W.shape[1], S, torch.Generator().manual_seed(seed + o),
+                                           nonempty=True).double() for o in (8, 7))
+    gap = tc.block_scale_gap(W, x_fit_s, x_ev_s)
+    res_rows.append(dict(wp=name, sparsity=S, resolution=tc.theorem1_resolution(grp.to_dict("records")),
+                         best_scale=gap["scale"], best_scale_rel=gap["rel"], best_scale_significant=gap["hi"] < 0))
+    metrics[f"theorem1_resolution_{name}_S{S}"] = res_rows[-1]["resolution"]
+    metrics[f"theorem1_best_scale_{name}_S{S}"] = gap["scale"]
+    metrics[f"theorem1_best_scale_rel_{name}_S{S}"] = gap["rel"]
+res_df = pd.DataFrame(res_rows)
+display(Markdown("**Resolution of the perturbation check** (`resolution`: the smallest relative L_SAE difference it "
+                 "resolves, median over its perturbations; `best_scale`: the L_SAE-optimal factor of the most-moved "
+                 "block, fitted on other rows, and `best_scale_rel` its effect on the held-out rows, a diagnostic "
+                 "outside the verdict: below `resolution` the check cannot see such a gap, and a pass says "
+                 "'holds to within `resolution`')."))
+display(res_df.round(5))
 sb_rows = []
 for name in theorem1_wp:
     W, _ = wps[name]
@@ -225,9 +250,11 @@ display(tr_df.sort_values(["wp", "sparsity", "init"])[[
 # %% [markdown]
 # ### 3c. Verdict per W_p and S
 # Rule (`wsae_utils.toy_checks.theorem1_verdict`): *not reproduced* if any perturbation lowers L_SAE (hi < 0) or a
-# converged trained SAE is below the closed form by more than `closed_form_rtol` (hi < 0); *reproduced* only if,
-# in addition, at least one trained-from-random SAE converged; otherwise *not decidable*. The theorem assumes
-# digon/polygon structure, which only W_p without positive interference have.
+# converged trained SAE is below the closed form by more than `closed_form_rtol` (hi < 0); *holds to within* the
+# check's resolution (locally) and `closed_form_rtol` (trained SAEs) only if, in addition, at least one
+# trained-from-random SAE converged; otherwise *not decidable*. The theorem assumes digon/polygon structure, which
+# only W_p without positive interference have: settings on other W_p are not decidable (outside the assumption).
+# Across settings the verdict is decided on the decidable ones only (`wsae_utils.power.verdict_over_settings`).
 
 # %%
 t1_rows = []
@@ -235,21 +262,27 @@ for name in theorem1_wp:
     for S in train_sparsities:
         p = pert_df[(pert_df.wp == name) & (pert_df.sparsity == S)].to_dict("records")
         t = tr_df[(tr_df.wp == name) & (tr_df.sparsity == S) & tr_df.init.isin(["random", "closed_form"])].to_dict("records")
-        verdict, why = tc.theorem1_verdict(p, t, closed_form_rtol)
+        res_S = float(res_df[(res_df.wp == name) & (res_df.sparsity == S)].resolution.iloc[0])
+        verdict, why = tc.theorem1_verdict(p, t, closed_form_rtol, resolution=res_S)
         lowering = sorted({r["block"] for r in p if r["hi"] < 0})
         t1_rows.append(dict(wp=name, nonpositive=bool(wps[name][1]["nonpositive_interference"]), sparsity=S,
-                            verdict=verdict, why=why, blocks_where_not_minimiser=", ".join(lowering) or "none",
+                            verdict=verdict, why=why, resolution=res_S,
+                            blocks_where_not_minimiser=", ".join(lowering) or "none",
                             converged_random=int(sum(r["converged"] and r["init"] == "random" for r in t)),
                             converged_from_closed=int(sum(r["converged"] and r["init"] == "closed_form" for r in t))))
         metrics[f"theorem1_{name}_S{S}"] = verdict
 t1_df = pd.DataFrame(t1_rows)
 rows += [dict(part="theorem1_trained", **{k: v for k, v in r.items() if k not in ("group",)}) for r in tr_rows]
 display(t1_df)
-exact_t1 = t1_df[t1_df.nonpositive]
-t1_verdicts = set(exact_t1.verdict)
-theorem1 = ("not reproduced" if "not reproduced" in t1_verdicts else
-            "reproduced" if t1_verdicts == {"reproduced"} else "not decidable here")
+t1_reasons = {f"{r.wp} S={r.sparsity}": (None if r.nonpositive and r.verdict != "not decidable here" else
+                                         "no trained-from-random SAE converged" if r.nonpositive else
+                                         "W_p with positive interference, outside the theorem's assumption")
+              for r in t1_df.itertuples()}
+theorem1 = verdict_over_settings({f"{r.wp} S={r.sparsity}": r.verdict for r in t1_df[t1_df.nonpositive].itertuples()})
+t1_decidable = decidable_summary(t1_reasons)
 metrics["theorem1_verdict"] = theorem1
+metrics["theorem1_decidable"] = t1_decidable
+display(Markdown(f"**Theorem 1**: {theorem1}; {t1_decidable}."))
 
 # %% [markdown]
 # ## 4. Theorem 3: is the optimum unique when n_m = n?
@@ -339,8 +372,13 @@ failed = [k for k, v in parts.items() if not v]
 verdicts = {"Theorem 1": theorem1, "Theorem 3": theorem3}
 overall = combine_verdicts(["not reproduced"] * len(failed) + list(verdicts.values()))
 S_hi = shrink_sparsities[0]
-t1_text = "; ".join(f"{r.wp} S={r.sparsity}: {r.verdict} (not a minimiser on: {r.blocks_where_not_minimiser})"
+t1_text = "; ".join(f"{r.wp} S={r.sparsity}: " + (f"holds to within {r.resolution:.2%} (perturbation resolution)"
+                                                   if r.verdict == "reproduced" else
+                                                   f"{r.verdict} (not a minimiser on: {r.blocks_where_not_minimiser})")
                     for r in t1_df.itertuples())
+scale_text = "; ".join(f"{r.wp} S={r.sparsity}: best block scale {r.best_scale:.5f} changes L_SAE by "
+                       f"{r.best_scale_rel:+.3%} (" + ("above" if abs(r.best_scale_rel) > r.resolution else "below")
+                       + f" the resolution {r.resolution:.2%})" for r in res_df.itertuples())
 n_conv = int(tr_df.converged.fillna(False).astype(bool).sum())
 n_trained = int(tr_df.init.isin(["random", "closed_form"]).sum())
 claims = [claim(
@@ -356,13 +394,19 @@ claims = [claim(
     numbers=(f"Example 1 error {ex_err:.1e}; identity error {max(max_plain, max_gamma):.1e}; Theorem 1: {t1_text}; "
              f"{n_conv}/{n_trained} trained SAEs converged; Theorem 3: {theorem3}"
              + (f" (other minimisers: {', '.join(theorem3_others)})" if theorem3_others else "")
-             + f"; shrinking Spearman {metrics[f'simplex_shrink_spearman_S{S_hi}']:.2f} at S = {S_hi}."),
+             + f"; shrinking Spearman {metrics[f'simplex_shrink_spearman_S{S_hi}']:.2f} at S = {S_hi}; {scale_text}."),
     verdict=overall,
     why=("Parts that fail: " + ", ".join(failed + [k for k, v in verdicts.items() if v != "reproduced"])
          if overall != "reproduced" else "every part holds on the W_p the theorems assume")
     + ". The closed form is also not the global minimiser on W_p with n ≥ 2·n_p (the signed basis [I; −I] has L_SAE = 0). "
     "Do not over-read: the Theorem 1 failures on the exact W_p are small (a few % of L_SAE, in its polygon block), "
     "and the second minimiser of Theorem 3 is exact only in the S → 1 limit.",
+    decidable=(f"Theorem 1: {t1_decidable}; smallest L_SAE difference the perturbation check resolves: "
+               + ", ".join(f"{r.wp} S={r.sparsity} {r.resolution:.2%}" for r in res_df.itertuples())
+               + f" (trained SAEs: {closed_form_rtol:.0%}); paper: exact minimiser (effect 0), so a pass means "
+               "'holds to within' these. Theorem 3: " + ("decided on the S → 1 limit" if theorem3 != "not decidable here"
+                                                          else "not decidable (no closed-form candidate)")
+               + "; Example 1, identities and shrinking are exact computations (tolerances 1e-6, 1e-5)."),
 )]
 metrics["claim_reproduced"] = overall == "reproduced"
 metrics["claims"] = claims

@@ -78,6 +78,43 @@ def test_theorem3_verdict_rules():
     assert tc.theorem3_verdict([closed, {**other, "converged": False}], 1e-6, 0.01)[0] == "reproduced"
 
 
+def test_data_dependent_perturbations_are_read_on_other_rows():
+    W = toy.simplex_wp(2)
+    x = toy.sample_features(4000, 3, 0.7, torch.Generator().manual_seed(0), nonempty=True).double()
+    a = toy.sample_features(500, 3, 0.7, torch.Generator().manual_seed(1), nonempty=True).double()
+    b = toy.sample_features(500, 3, 0.7, torch.Generator().manual_seed(2), nonempty=True).double()
+    pa, pb = (tc.perturbation_scan(W, x, [0.01], 1, x_direction=d) for d in (a, b))
+    fixed = [(p["perturbation"], p["block"], p["eps"]) for p in pa if p["perturbation"] in ("rescale rows",
+                                                                                          "random direction")]
+    assert fixed and all(p["rows"] == 4000 for p in pa)
+    # perturbations that do not look at data are the same; the gradient follows x_direction only
+    for ra, rb in zip(pa, pb, strict=True):
+        same = ra["perturbation"] in ("rescale rows", "random direction")
+        assert (ra["diff"] == rb["diff"]) == same
+    # default: built on the first half of x, every perturbation read on the second half
+    assert all(p["rows"] == 2000 for p in tc.perturbation_scan(W, x, [0.01], 1))
+
+
+def test_optimal_block_scale_and_theorem1_resolution():
+    # digons reconstruct exactly: every block's best scale is 1 and nothing lowers L_SAE
+    Wd = _digons()
+    xd = toy.sample_features(2000, Wd.shape[1], 0.7, torch.Generator().manual_seed(0), nonempty=True).double()
+    assert np.allclose(tc.optimal_block_scales(Wd, xd), 1.0)
+    # a triangle shrinks 2-sparse inputs: its best scale is above 1, and scaling to it lowers L_SAE out of sample
+    W = toy.simplex_wp(2)
+    x = toy.sample_features(20000, 3, 0.7, torch.Generator().manual_seed(0), nonempty=True).double()
+    assert min(tc.optimal_block_scales(W, x)) > 1.001
+    x_fit = toy.sample_features(20000, 3, 0.7, torch.Generator().manual_seed(1), nonempty=True).double()
+    gap = tc.block_scale_gap(W, x_fit, x)
+    assert gap["scale"] > 1.001 and gap["hi"] < 0
+    res = tc.theorem1_resolution(tc.perturbation_scan(W, x, [0.01, 0.05], 1))
+    assert 0 < res < 1
+    # a pass says how far it holds: "holds to within" the resolution, never a bare "reproduced"
+    ok = [{"diff": 0.0, "lo": -1e-9, "hi": 1e-9, "rel": 0.0, "converged": True, "init": "random"}]
+    v, why = tc.theorem1_verdict([], ok, 0.01, resolution=0.004)
+    assert v == "reproduced" and "holds to within 0.40%" in why
+
+
 def test_theorem3_on_digons_only_finds_no_other_candidate():
     W = _digons()
     assert torch.equal(tc.flipped_polygon_candidate(W), W.T.double())
@@ -93,6 +130,20 @@ def test_convergence_rule():
     ok, _ = rule.check(np.hstack([flat, falling]), energy=1.0)
     assert ok.tolist() == [True, False]
     assert not rule.check(np.ones((1, 1)), 1.0)[0][0]  # too short to judge
+
+
+def test_convergence_rule_has_no_absolute_floor_above_the_loss():
+    # The case: a closed-form-initialised run at S = 0.99 whose loss (7.6e-5·E‖x_p‖²) still changes by ~35 %
+    # over its last window. The old rule's absolute term (atol·E = 1.9e-4 > the loss) passed it; it must not count.
+    energy = 2.5
+    curve = np.concatenate([np.full(10, 1.17e-4), np.full(10, 7.6e-5)])[:, None] * energy
+    ok, rel = ts.ConvergenceRule(window=0.5, rtol=0.02).check(curve, energy)
+    assert not ok[0] and abs(rel[0]) > 0.3
+    # a loss that is itself at numerical zero (both windows under the floor) has converged, however noisy
+    zero = np.concatenate([np.full(10, 1e-13), np.full(10, 1e-14)])[:, None]
+    assert ts.ConvergenceRule(window=0.5, rtol=0.02, atol=1e-9).check(zero, 1.0)[0][0]
+    # the floor never passes a loss above it, whatever atol says about a small change
+    assert not ts.ConvergenceRule(window=0.5, rtol=0.02, atol=1e-9).check(curve, energy)[0][0]
 
 
 def test_fig2_verdict_uses_effective_features_not_probe_counts():
@@ -171,3 +222,33 @@ def test_wsae_improvement_needs_more_than_a_lower_l_gt():
     assert none["pairs"] == 0 and not none["decidable"] and not none["improves_recovery"]
     # the secondary claim: per-latent variance higher
     assert tc.wsae_paired_effect(base, _pair_rows(0.6, var=0.02))["latent_var_higher"]
+
+
+def test_wsae_setting_verdict_outcomes_and_decidability():
+    from wsae_utils.power import verdict_over_settings
+
+    def verdict(base, wsae, others=()):
+        eff = tc.wsae_paired_effect(base, wsae)
+        return tc.wsae_setting_verdict(eff, [*base, *wsae, *others])
+
+    base = _pair_rows(0.6)
+    assert verdict(base, _pair_rows(0.4)) == ("reproduced", None)
+    assert verdict(base, _pair_rows(0.7)) == ("not reproduced", None)
+    # too few converged pairs
+    v, why = verdict(base, _pair_rows(0.4, converged=False))
+    assert v == "not decidable here" and "converged pairs" in why
+    # the n = 200 case: plain and WSAE both near the all-zero baseline and no SAE of any kind here gets to 0.9 —
+    # the guard cannot be met, so the setting says nothing about weighting
+    crowded = _pair_rows(0.95)
+    v, why = verdict(crowded, _pair_rows(0.94), others=_pair_rows(0.93))
+    assert v == "not decidable here" and "out of reach" in why
+    # ... but once any converged SAE there meets the guard, a WSAE that fails it counts as a failure
+    assert verdict(crowded, _pair_rows(0.94), others=_pair_rows(0.5))[0] == "not reproduced"
+    # perfect recovery by the WSAE meets the guard itself and still flips the setting
+    assert verdict(crowded, _pair_rows(0.0, cos=1.0, mcc=1.0, jitter=0.0))[0] == "reproduced"
+    # overall: decided on the decidable settings only; none decidable → not decidable
+    nd = "not decidable here"
+    assert verdict_over_settings({"exact S=0.5": "reproduced", "constructed S=0.5": nd}) == "reproduced"
+    assert verdict_over_settings({"constructed S=0.5": nd, "constructed S=0.9": nd}) == nd
+    # the MDE of the paired ΔL_GT comes with every setting
+    assert tc.wsae_paired_effect(base, _pair_rows(0.4, jitter=0.03))["mde_L_GT_rel"] > 0

@@ -165,7 +165,7 @@ def write_index_html(
         "<a href='#figures'>Figures</a></nav>",
         preamble,
         "<h2 id='claims'>Did the paper's claims reproduce?</h2><table><tr><th>claim</th><th>verdict</th>"
-        "<th>numbers</th><th>evidence</th></tr>",
+        "<th>numbers</th><th>decidable / detectable</th><th>evidence</th></tr>",
     ]
     for _, row in claims.iterrows():
         cls = {"reproduced": "v-reproduced", "not reproduced": "v-not"}.get(row["verdict"], "")
@@ -177,7 +177,8 @@ def write_index_html(
         )
         parts.append(
             f"<tr><td>{html.escape(str(row['claim']))}</td><td class='{cls}'><b>{html.escape(str(row['verdict']))}</b>"
-            f"</td><td>{html.escape(str(row.get('numbers') or ''))}</td><td>{links}</td></tr>"
+            f"</td><td>{html.escape(str(row.get('numbers') or ''))}</td>"
+            f"<td>{html.escape(str(row.get('decidable') or ''))}</td><td>{links}</td></tr>"
         )
     parts.append("</table><p><a href='summary/report.html'>Summary report</a> (tests, numbers and reasons per claim)."
                  "</p><h2 id='reports'>Reports</h2>")
@@ -221,13 +222,18 @@ CLAIMS: dict[str, str] = {
 VERDICTS = ("reproduced", "not reproduced", "not decidable here")
 
 
-def claim(claim_id: str, test: str, numbers: str, verdict: str, why: str = "") -> dict[str, str]:
-    """One claims-table row: the test applied, the numbers (seeds, CIs), the verdict and why."""
+def claim(claim_id: str, test: str, numbers: str, verdict: str, why: str = "", decidable: str = "") -> dict[str, str]:
+    """One claims-table row: the test applied, the numbers (seeds, CIs), the verdict, why, and what was decidable.
+
+    `decidable` says which settings the verdict was decided on (and why the others were not) and the minimum
+    detectable effect at the run's sample size next to the paper's effect (see `wsae_utils.power`).
+    """
     if claim_id not in CLAIMS:
         raise ValueError(f"claim id {claim_id!r} is not one of {sorted(CLAIMS)}")
     if verdict not in VERDICTS:
         raise ValueError(f"verdict {verdict!r} is not one of {VERDICTS}")
-    return {"id": claim_id, "claim": CLAIMS[claim_id], "test": test, "numbers": numbers, "verdict": verdict, "why": why}
+    return {"id": claim_id, "claim": CLAIMS[claim_id], "test": test, "numbers": numbers, "verdict": verdict, "why": why,
+            "decidable": decidable}
 
 
 def combine_verdicts(parts: Iterable[str], passing: str = "reproduced") -> str:
@@ -262,6 +268,8 @@ def claims_table(found: list[dict[str, str]]) -> pd.DataFrame:
             "test": " | ".join(c.get("test", "") for c in mine),
             "numbers": " | ".join(c.get("numbers", "") for c in mine),
             "why": " | ".join(c.get("why", "") for c in mine if c.get("why")),
+            # Claims written before this field existed (or by reports that do not set it) render empty.
+            "decidable": " | ".join(c.get("decidable", "") for c in mine if c.get("decidable")),
             "report": " | ".join(c.get("report", "") for c in mine),
             "report_label": " | ".join(c.get("report_label", "") for c in mine),
         })
@@ -275,5 +283,6 @@ def conclusion_markdown(claims: list[dict[str, str]]) -> str:
         parts.append(
             f"**{c['claim']}** — **{c['verdict']}**.\n\n"
             f"- *Test:* {c['test']}\n- *Numbers:* {c['numbers']}" + (f"\n- *Why:* {c['why']}" if c["why"] else "")
+            + (f"\n- *Decidable / detectable:* {c['decidable']}" if c.get("decidable") else "")
         )
     return "\n\n".join(parts)

@@ -112,22 +112,50 @@ def _groups(ids: list[int], idx: list[int]) -> list[list[int]]:
     return list(groups.values())
 
 
+def optimal_block_scales(W_p: Tensor, x: Tensor) -> list[float]:
+    """Per feature, the factor c_b of its block that minimises L_SAE when the block's rows of W_m = W_pᵀ are scaled
+    by c_b (tied ReLU SAE, measured on `x`).
+
+    Blocks own disjoint rows of W_p and ReLU is positively homogeneous, so scaling a block by c scales its share of
+    the reconstruction by c²: the best c² = E⟨x_p, y_b⟩ / E‖y_b‖², y_b the block's reconstruction at c = 1.
+    """
+    W0 = W_p.double().T
+    x_p = x.double() @ W_p.double().T
+    z = (x_p @ W0.T).relu()
+    ids = block_ids(W_p)
+    scale = [1.0] * len(ids)
+    for group in _groups(ids, list(range(len(ids)))):
+        y = z[:, group] @ W0[group]
+        yy = float(y.pow(2).sum())
+        if yy > 0:
+            c = math.sqrt(max(float((x_p * y).sum()) / yy, 0.0))
+            for i in group:
+                scale[i] = c
+    return scale
+
+
 def perturbation_scan(
     W_p: Tensor, x: Tensor, eps: list[float], n_random: int = 4, seed: int = 0, activation: str = "relu", k: int = 1,
+    x_direction: Tensor | None = None,
 ) -> list[dict[str, Any]]:
     """Local perturbations of the closed form W_m = W_pᵀ and their paired effect on L_SAE (held-out x).
 
     Per block of W_p (mono / digon / k-gon) and ε: rescale that block's rows by (1 ± ε); plus `n_random`
-    random directions of relative size ε on the whole matrix and one step of size ε along −∇L_SAE. A row
-    with `hi < 0` lowers L_SAE significantly: the closed form is not a local minimiser in that direction.
+    random directions of relative size ε on the whole matrix and one step of size ε along −∇L_SAE. The gradient
+    is computed on `x_direction`, rows not used to evaluate it (default: the first half of `x`, and every
+    perturbation is then read on the second half): read on the rows it was fitted to, a direction looks better than
+    it is. A row with `hi < 0` lowers L_SAE significantly: the closed form is not a local minimiser there.
     """
+    if x_direction is None:
+        half = x.shape[0] // 2
+        x_direction, x = x[:half], x[half:]
     W0 = W_p.double().T.clone()
     base = tied_loss_per_sample(W0, x, W_p, activation, k)
     blocks = feature_blocks(W_p)
     out = []
 
     def record(kind: str, block: str, e: float, W_m: Tensor) -> None:
-        out.append({"perturbation": kind, "block": block, "eps": e,
+        out.append({"perturbation": kind, "block": block, "eps": e, "rows": int(x.shape[0]),
                     **paired_difference(tied_loss_per_sample(W_m, x, W_p, activation, k), base)})
 
     for label in sorted(set(blocks)):
@@ -143,7 +171,7 @@ def perturbation_scan(
             D = torch.randn(W0.shape, generator=gen, dtype=torch.float64)
             record("random direction", "all", e, W0 + e * W0.norm() * D / D.norm())
     Wg = W0.clone().requires_grad_(True)
-    tied_loss_per_sample(Wg, x, W_p, activation, k).mean().backward()
+    tied_loss_per_sample(Wg, x_direction, W_p, activation, k).mean().backward()
     g = Wg.grad.detach()
     for e in eps:
         if g.norm() > 0:
@@ -151,8 +179,35 @@ def perturbation_scan(
     return out
 
 
-def theorem1_verdict(perturbations: list[dict[str, Any]], trained: list[dict[str, Any]], rtol: float = 0.01
-                     ) -> tuple[str, str]:
+def block_scale_gap(W_p: Tensor, x_fit: Tensor, x_eval: Tensor) -> dict[str, float]:
+    """How far the closed form is from the best rescaling of its blocks (tied ReLU): the block scales fitted on
+    `x_fit` (`optimal_block_scales`), their paired effect on L_SAE read on `x_eval`.
+
+    A diagnostic next to the verdict, not part of it: for S < 1 the best scale is slightly above 1 wherever a block
+    shrinks, and since every row that changes moves the same way, even a 0.06 % gain comes out significant; whether
+    such a gap counts is what "holds to within" the check's resolution says. Keys: scale (the factor furthest from
+    1), and `paired_difference`'s diff/lo/hi/rel/base.
+    """
+    c = torch.tensor(optimal_block_scales(W_p, x_fit), dtype=torch.float64)
+    W0 = W_p.double().T
+    out = paired_difference(tied_loss_per_sample(W0 * c[:, None], x_eval, W_p),
+                            tied_loss_per_sample(W0, x_eval, W_p))
+    return {"scale": float(c[(c - 1).abs().argmax()]), **out}
+
+
+def theorem1_resolution(perturbations: list[dict[str, Any]], power: float = 0.8) -> float:
+    """The smallest relative L_SAE difference the perturbation check resolves: the minimum detectable effect (paired,
+    95 %, `power`) of each perturbation's ΔL_SAE over its rows, relative to L_SAE(closed form); median over rows."""
+    from scipy.stats import norm
+
+    k = (Z95 + float(norm.ppf(power))) / (2 * Z95)  # the interval's full width → MDE at this power
+    vals = [k * (p["hi"] - p["lo"]) / abs(p["base"]) for p in perturbations
+            if np.isfinite(p["hi"] - p["lo"]) and abs(p["base"]) > 0]
+    return float(np.median(vals)) if vals else float("nan")
+
+
+def theorem1_verdict(perturbations: list[dict[str, Any]], trained: list[dict[str, Any]], rtol: float = 0.01,
+                     resolution: float | None = None) -> tuple[str, str]:
     """Verdict on "W_pᵀ minimises L_SAE" from perturbations and trained SAEs, all paired against the closed form.
 
     `perturbations`: rows of `perturbation_scan`. `trained`: dicts with `diff`/`lo`/`hi`/`rel` (trained −
@@ -160,7 +215,10 @@ def theorem1_verdict(perturbations: list[dict[str, Any]], trained: list[dict[str
     lowers L_SAE significantly (hi < 0), or any *converged* trained SAE is below the closed form by more than
     `rtol` (relative) with hi < 0. Otherwise reproduced only if at least one trained-from-random SAE converged;
     else not decidable (an under-trained SAE proves nothing: its higher loss says nothing about the optimum).
+    A pass says only "holds to within" the check's resolution (default `theorem1_resolution(perturbations)`) locally
+    and `rtol` against trained SAEs: a smaller deviation from a minimiser could not have been seen.
     """
+    res = theorem1_resolution(perturbations) if resolution is None else resolution
     lower = [p for p in perturbations if p["hi"] < 0]
     conv = [t for t in trained if t.get("converged")]
     beaten = [t for t in conv if t["hi"] < 0 and t["rel"] < -rtol]
@@ -174,8 +232,8 @@ def theorem1_verdict(perturbations: list[dict[str, Any]], trained: list[dict[str
                                   f"(best {best['rel']:+.2%}, init {best['init']})")
     if not any(t["init"] == "random" for t in conv):
         return "not decidable here", "no trained-from-random-init SAE converged; no perturbation lowered L_SAE"
-    return "reproduced", (f"no perturbation lowers L_SAE and no converged trained SAE ({len(conv)}) goes below "
-                          f"the closed form by more than {rtol:.0%}")
+    return "reproduced", (f"holds to within {res:.2%} locally (the smallest L_SAE difference the perturbations "
+                          f"resolve) and {rtol:.0%} against {len(conv)} converged trained SAE(s)")
 
 
 def theorem3_verdict(candidates: list[dict[str, Any]], equal_atol: float, gt_atol: float) -> tuple[str, list[str]]:
@@ -240,6 +298,7 @@ def wsae_paired_effect(base: list[dict[str, Any]], wsae: list[dict[str, Any]], b
     of the all-zero baseline (1), and neither matched cosine nor matchable MCC is significantly lower. Also: is the
     per-latent variance higher (the paper's secondary claim), and the mean L_SAE ratio WSAE / SAE.
     """
+    from .power import mde_from_interval
     from .toy_eval import t_interval
 
     b = {r["seed"]: r for r in base if r.get("converged")}
@@ -255,7 +314,32 @@ def wsae_paired_effect(base: list[dict[str, Any]], wsae: list[dict[str, Any]], b
                           if seeds else float("nan"))
     decidable = len(seeds) >= MIN_SEEDS
     out["decidable"] = decidable
+    out["mde_L_GT_rel"] = mde_from_interval(out["d_L_GT_rel_lo"], out["d_L_GT_rel_hi"], len(seeds))
     out["improves_recovery"] = bool(decidable and out["d_L_GT_rel_hi"] < 0 and out["wsae_L_GT_rel"] <= better_than_zero
                                     and out["d_matched_cos_hi"] >= 0 and out["d_mcc_matchable_hi"] >= 0)
     out["latent_var_higher"] = bool(decidable and out["d_latent_var_lo"] > 0)
     return out
+
+
+def best_converged(rows: list[dict[str, Any]], metric: str = "L_GT_rel") -> tuple[float, int]:
+    """(lowest `metric`, count) over the converged rows: how far any SAE trained in a setting got."""
+    vals = [r[metric] for r in rows if r.get("converged") and np.isfinite(r.get(metric, np.nan))]
+    return (float(min(vals)) if vals else float("nan")), len(vals)
+
+
+def wsae_setting_verdict(effect: dict[str, Any], setting_rows: list[dict[str, Any]], better_than_zero: float = 0.9
+                         ) -> tuple[str, str | None]:
+    """Verdict of one WSAE-vs-SAE setting and, when it is not decidable, why; (verdict, reason or None).
+
+    `effect`: a `wsae_paired_effect` row. `setting_rows`: every run trained on the same (W_p, S), all SAE kinds and
+    weightings. Not decidable with fewer than `MIN_SEEDS` converged pairs, or when the `better_than_zero` guard is
+    out of reach: no converged SAE of any kind or weighting in the setting gets L_GT/E‖x‖² to it, so the WSAE's
+    failing it says nothing about weighting (on W_p with many more features than dimensions at low S no SAE can).
+    Otherwise reproduced iff `effect["improves_recovery"]`.
+    """
+    if effect["pairs"] < MIN_SEEDS:
+        return "not decidable here", f"fewer than {MIN_SEEDS} converged pairs"
+    best, _ = best_converged(setting_rows)
+    if not best <= better_than_zero:
+        return "not decidable here", f"guard L_GT/E‖x‖² ≤ {better_than_zero} out of reach: no converged SAE meets it"
+    return ("reproduced" if effect["improves_recovery"] else "not reproduced"), None
