@@ -14,7 +14,7 @@ os.environ.setdefault(REPO_ENV, str(REPO))
 validate_config(config, notebook_dir=REPO / "notebooks")
 config["device"] = resolve_device(config["device"])
 # config.py only validates (its values reach notebooks as params), so editing it reruns nothing.
-CORE_MODULES = ["__init__", "sae", "train", "metrics", "results", "hardware", "nbrun", "plots", "runlog", "paths"]
+CORE_MODULES = ["__init__", "sae", "train", "metrics", "results", "hardware", "power", "nbrun", "plots", "runlog", "paths"]
 
 
 wildcard_constraints:
