@@ -66,10 +66,11 @@ def test_missing_shard_reruns_the_lm_pass(lm_root):
     shard = lm_root / "results/lm/acts/layer1/train-00001.safetensors"
     base = str(lm_root / "base.yaml")
     assert "lm_acts" not in smk(lm_root, "results/lm/summary/metrics.json", "-n", "--configfile", base)
-    kept = shard.read_bytes()
+    kept, st = shard.read_bytes(), shard.stat()
     shard.unlink()
     try:
         out = smk(lm_root, "results/lm/summary/metrics.json", "-n", "--configfile", base)
         assert "rule lm_acts" in out and "train-00001.safetensors" in out, out[-3000:]
     finally:
         shard.write_bytes(kept)
+        os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns))
