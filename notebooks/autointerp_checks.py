@@ -46,6 +46,7 @@ planted_density = 0.02
 backend = "offline"
 base_url = ""
 api_key_env = ""
+allow_plain_http_key = False
 n_boot = 2000
 seed = 0
 
@@ -76,7 +77,7 @@ setup_style()
 if backend == "openai":  # fail within seconds, before any work, when the LLM server is not there
     from wsae_utils.llm_client import OpenAIChat
 
-    OpenAIChat(base_url, "ping", api_key_env or None).check()
+    OpenAIChat(base_url, "ping", api_key_env or None, allow_plain_http_key=allow_plain_http_key).check()
 settings = {k: globals()[k] for k in (
     "acts_dir", "max_contexts", "window", "n_explain", "n_explain_non", "n_test_act", "n_test_non", "n_quantiles",
     "highlight_frac", "lexical_max_rules", "context_max_rules", "min_precision", "min_support", "coverage", "near",

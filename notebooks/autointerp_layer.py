@@ -32,6 +32,7 @@ backend = "offline"
 llm_model = ""
 base_url = ""
 api_key_env = ""
+allow_plain_http_key = False
 concurrency = 4
 max_retries = 4
 timeout_s = 60.0
@@ -78,6 +79,7 @@ if backend != "offline":  # an LLM backend fails here, within seconds, before an
     from wsae_utils import llm_client as C
 
     llm = C.make_backend(backend, llm_model, base_url=base_url, api_key_env=api_key_env or None,
+                         allow_plain_http_key=allow_plain_http_key,
                          cache_dir=out / "llm_cache", device=str(dev), concurrency=concurrency,
                          max_retries=max_retries, timeout_s=timeout_s, temperature=temperature, max_tokens=max_tokens,
                          seed=seed)

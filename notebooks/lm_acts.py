@@ -111,7 +111,8 @@ meta = C.write_activation_cache(
     meta_extra={"hub_id": weights["hub_id"], "weights": weights, "corpus": corpus, "data_dir": data_dir,
                 "eval_doc": eval_doc, "seed": seed, "model_cache": model_cache,
                 "tokenizer": f"load_tokenizer({model!r}, cache_dir={model_cache!r})",
-                "torch_threads": torch.get_num_threads(), "lm_precision": precision.as_dict()})
+                "torch_threads": torch.get_num_threads(), "lm_precision": precision.as_dict(),
+                "settings": settings})
 pass_table = pd.DataFrame([{
     "split": s, "contexts": m["n_contexts"], "tokens (BOS incl.)": m["n_tokens"],
     "tokens without BOS": m["n_tokens_without_bos"], "shards per layer": len(m["shards"])}

@@ -12,6 +12,7 @@ import torch
 from safetensors.numpy import save_file
 
 from wsae_utils.export import save_sae
+from wsae_utils.lm_cache import write_meta
 from wsae_utils.nbrun import NotebookError, execute_notebook
 from wsae_utils.sae import SAEConfig, SparseAutoencoder
 
@@ -38,7 +39,7 @@ def cache(tmp_path_factory):
         shards.append({"index": i, "start": s, "n_contexts": 8})
     meta = {"model": "pythia-160m-random", "model_cache": str(root / "models"), "layers": [LAYER],
             "splits": {"heldout": {"documents": ["synthetic"], "n_contexts": N_CTX, "shards": shards}}}
-    (acts / "meta.json").write_text(json.dumps(meta))
+    write_meta(acts, meta)  # with the integrity record every cache reader checks
     rows = []
     for a in (0.0, 1.0):
         sae = SparseAutoencoder(SAEConfig(d_in=D, n_latents=32, activation="topk", k=4), seed=int(a))

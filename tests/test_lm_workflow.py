@@ -59,3 +59,18 @@ def test_alpha_and_sae_settings_rerun_no_lm_pass(lm_root, change, lm_pass):
     out = smk(lm_root, "results/lm/summary/metrics.json", "-n", "--configfile", str(cfg))
     assert ("lm_acts" in out) == lm_pass, out[-3000:]
     assert "lm_train" in out
+
+
+def test_missing_shard_reruns_the_lm_pass(lm_root):
+    """Shards are declared outputs of lm_acts: a deleted one makes `snakemake -n` rerun the LM pass."""
+    shard = lm_root / "results/lm/acts/layer1/train-00001.safetensors"
+    base = str(lm_root / "base.yaml")
+    assert "lm_acts" not in smk(lm_root, "results/lm/summary/metrics.json", "-n", "--configfile", base)
+    kept, st = shard.read_bytes(), shard.stat()
+    shard.unlink()
+    try:
+        out = smk(lm_root, "results/lm/summary/metrics.json", "-n", "--configfile", base)
+        assert "rule lm_acts" in out and "train-00001.safetensors" in out, out[-3000:]
+    finally:
+        shard.write_bytes(kept)
+        os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns))

@@ -103,6 +103,26 @@ def test_resolved_device_reruns_nothing(smoke_run):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("deleted,rules", [
+    ("results/lm/train/layer2/metrics.json", ["lm_train", "summary", "index"]),
+    ("results/summary/claims.csv", ["summary", "index"]),
+])
+def test_deleted_intermediate_is_rebuilt_before_the_summary(smoke_run, deleted, rules):
+    """The summary and index never stand on a file that is gone: the default command rebuilds it, then them."""
+    path = smoke_run / deleted
+    kept, st = path.read_bytes(), path.stat()
+    path.unlink()
+    try:
+        out = smk("-n", "--configfile", "config/smoke.yaml", cwd=smoke_run).stdout
+        assert NOTHING not in out
+        for rule in rules:
+            assert f"rule {rule}:" in out, (rule, out[-3000:])
+    finally:
+        path.write_bytes(kept)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # as it was: later tests expect nothing to do
+
+
+@pytest.mark.slow
 def test_snakemake_report_holds_claims_tables_and_figures(smoke_run):
     smk("--configfile", "config/smoke.yaml", "--report", "report.html", cwd=smoke_run)
     text = (smoke_run / "report.html").read_text()

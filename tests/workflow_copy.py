@@ -4,7 +4,7 @@ import shutil
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SOURCES = ("Snakefile", "workflow", "config", "notebooks", "wsae_utils", "environment.yml",
+SOURCES = ("Snakefile", "profiles", "workflow", "config", "notebooks", "wsae_utils", "environment.yml",
            "environment.post-deploy.sh", "pyproject.toml")
 
 

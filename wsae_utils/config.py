@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import copy
 import math
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -79,6 +80,12 @@ def _key(path: list[Any]) -> str:
     return out or "<root>"
 
 
+def _show(value: Any) -> str:
+    """repr of a value for a message, shortened when long (a 5,000-character path stays readable)."""
+    text = repr(value)
+    return text if len(text) <= 120 else f"{text[:80]}… ({len(str(value))} characters)"
+
+
 def _describe(err: jsonschema.ValidationError, prefix: list[Any]) -> str:
     path = prefix + list(err.absolute_path)
     v, val, inst = err.validator, err.validator_value, err.instance
@@ -102,8 +109,10 @@ def _describe(err: jsonschema.ValidationError, prefix: list[Any]) -> str:
         "const": f"must be {val!r}",
         "pattern": f"must match {val!r}",
         "minProperties": f"must have at least {val} entr(ies)",
+        "maxLength": f"must be at most {val} characters long",
+        "minLength": f"must be at least {val} characters long",
     }.get(v, err.message)
-    return f"{_key(path)} = {inst!r}: {allowed}"
+    return f"{_key(path)} = {_show(inst)}: {allowed}"
 
 
 def load_schema(name: str, schema_dir: Path = SCHEMA_DIR) -> dict:
@@ -125,6 +134,17 @@ def _non_finite(value: Any, path: list[Any]) -> list[str]:
     if isinstance(value, list):
         return [e for i, v in enumerate(value) for e in _non_finite(v, path + [i])]
     return []
+
+
+def _zero_signs(value: Any) -> Any:
+    """−0.0 → 0.0 everywhere: the same number must give the same folder tag and the same checks."""
+    if isinstance(value, float) and value == 0.0:
+        return 0.0
+    if isinstance(value, dict):
+        return {k: _zero_signs(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_zero_signs(v) for v in value]
+    return value
 
 
 def _read_only(block: dict, schema: dict, prefix: list[Any]) -> list[str]:
@@ -203,7 +223,7 @@ def resolve_config(config: dict, schema_dir: Path = SCHEMA_DIR, notebook_dir: Pa
 
     Raises `ConfigError` naming the key, the value and what is allowed, before any job runs.
     """
-    config = copy.deepcopy(config)
+    config = _zero_signs(copy.deepcopy(config))
     problems = _non_finite(config, [])
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems[:5]))
@@ -218,7 +238,7 @@ def resolve_config(config: dict, schema_dir: Path = SCHEMA_DIR, notebook_dir: Pa
         if not (schema_dir / f"{section}.schema.yaml").is_file():
             raise ConfigError(f"invalid config: {section}: no schema {section}.schema.yaml for this section")
         schema = load_schema(section, schema_dir)
-        block = _coerce(config[section] or {}, schema, schema.get("definitions", {}))
+        block = _zero_signs(_coerce(config[section] or {}, schema, schema.get("definitions", {})))
         units = section_units(section, schema, notebook_dir)
         ro = [e for u in units if isinstance(block.get(u), dict)
               for e in _read_only(block[u], schema["properties"][u], [section, u])]
@@ -239,6 +259,12 @@ def resolve_config(config: dict, schema_dir: Path = SCHEMA_DIR, notebook_dir: Pa
                                   f"entry in {section}.schema.yaml")
         errors = CROSS_CHECKS.get(section, lambda s: [])(resolved) if resolved["enabled"] else []
         errors += _path_errors(section, resolved, schema, units)
+        errors += _written_path_errors(resolved, schema, units)
+        if section == "autointerp":  # also when disabled: a pasted key must not reach Snakemake's records
+            from .llm_client import endpoint_errors
+
+            errors += endpoint_errors(resolved.get("base_url") or "", resolved.get("api_key_env") or "",
+                                      bool(resolved.get("allow_plain_http_key")))
         if errors:
             raise ConfigError("invalid config: " + "; ".join(f"{section}.{e}" for e in errors))
         config[section] = resolved
@@ -285,6 +311,16 @@ def load_config(path: str | Path, schema_dir: Path = SCHEMA_DIR) -> dict:
 
 
 # -- paths that must exist -------------------------------------------------------------------------------------
+def _exists(key: str, value: str, kind: str = "any") -> str | None:
+    """None when `value` (a data path) exists as `kind` ('any', 'file', 'dir'); else '<key> = <value>: why'."""
+    try:
+        path = resolve_data_path(value)
+        ok = path.is_dir() if kind == "dir" else path.is_file() if kind == "file" else path.exists()
+    except (OSError, ValueError) as err:  # a name too long for the file system, a NUL byte
+        return f"{key} = {_show(value)}: not a usable path ({getattr(err, 'strerror', None) or err})"
+    return None if ok else f"{key} = {_show(value)}: no such {'folder' if kind == 'dir' else 'file or folder'}"
+
+
 def _path_errors(section: str, resolved: dict, schema: dict, units: list[str]) -> list[str]:
     """Unit parameters marked `x-existing-path: true` in the schema must name an existing file or folder."""
     if not resolved["enabled"]:
@@ -293,8 +329,28 @@ def _path_errors(section: str, resolved: dict, schema: dict, units: list[str]) -
     for unit in units:
         for name, sub in schema["properties"][unit].get("properties", {}).items():
             value = resolved[unit].get(name)
-            if sub.get("x-existing-path") and value and not resolve_data_path(value).exists():
-                errors.append(f"{unit}.{name} = {value!r}: no such file or folder")
+            if sub.get("x-existing-path") and value:
+                err = _exists(f"{unit}.{name}", value)
+                errors += [err] if err else []
+    return errors
+
+
+def _written_path_errors(resolved: dict, schema: dict, units: list[str]) -> list[str]:
+    """Parameters marked `x-written-path: true` stay inside the project unless given as an absolute path.
+
+    A relative path is taken from the working directory (the project, or Snakemake's --directory): one that climbs
+    out of it with `..` writes where nobody asked. An absolute path is an explicit choice, recorded by the notebook.
+    """
+    errors = []
+    for unit in units:
+        for name, sub in schema["properties"][unit].get("properties", {}).items():
+            value = resolved[unit].get(name)
+            if sub.get("x-written-path") and isinstance(value, str) and value:
+                if "\0" in value:
+                    errors.append(f"{unit}.{name} = {_show(value)}: holds a NUL byte")
+                elif not Path(value).is_absolute() and os.path.normpath(value).split(os.sep)[0] == "..":
+                    errors.append(f"{unit}.{name} = {_show(value)}: a relative path must stay inside the project "
+                                  "(no leading ..); give an absolute path to write elsewhere on purpose")
     return errors
 
 
@@ -387,12 +443,10 @@ def _lm_errors(section: dict) -> list[str]:
         errors.append(f"acts.train_tokens = {n_tok}: must give >= 5 contexts of {ctx} tokens (one per training "
                       "novel)")
     corpus = acts.get("corpus")
-    if corpus == "austen" and acts.get("data_dir") and not resolve_data_path(acts["data_dir"]).is_dir():
-        errors.append(f"acts.data_dir = {acts['data_dir']!r}: no such folder (the janeaustenr data; `make data` "
-                      "unpacks it)")
-    elif isinstance(corpus, str) and corpus not in ("austen",) and not corpus.startswith("hf:"):
-        if not resolve_data_path(corpus).exists():
-            errors.append(f"acts.corpus = {corpus!r}: no such .txt file or folder (or use 'austen' / 'hf:<name>')")
+    if corpus == "austen":
+        errors += _austen_errors(acts)
+    elif isinstance(corpus, str) and not corpus.startswith("hf:"):
+        errors += _text_corpus_errors(corpus, n_tok, ctx)
     held = acts.get("heldout_tokens")
     if isinstance(held, int) and isinstance(ctx, int) and 0 < held < ctx:
         errors.append(f"acts.heldout_tokens = {held}: must be 0 (the whole held-out text) or >= context_size ({ctx})")
@@ -403,6 +457,76 @@ def _lm_errors(section: dict) -> list[str]:
             errors.append(f"{unit}.k = {k}: must be <= the number of latents (expansion × d_model = "
                           f"{expansion * width})")
     return errors
+
+
+AUSTEN_FILES = ("Rdata.rdx", "Rdata.rdb")
+"""The janeaustenr R lazy-load database (wsae_utils.text.read_austen)."""
+FASHION_MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                       "t10k-labels-idx1-ubyte.gz")
+TEXT_SNIFF_BYTES = 1 << 20
+"""Bytes of each corpus file decoded at validation (the whole file is read by lm_acts; this catches binaries)."""
+
+
+def _austen_errors(acts: dict) -> list[str]:
+    from .text import AUSTEN_NOVELS
+
+    errors = []
+    data_dir, eval_doc = acts.get("data_dir"), acts.get("eval_doc")
+    if data_dir:
+        err = _exists("acts.data_dir", data_dir, "dir")
+        if err:
+            errors.append(err + " (the janeaustenr data; `make data` unpacks it)")
+        else:
+            missing = [f for f in AUSTEN_FILES if not (resolve_data_path(data_dir) / f).is_file()]
+            if missing:
+                errors.append(f"acts.data_dir = {_show(data_dir)}: not the janeaustenr data folder (missing "
+                              f"{', '.join(missing)}; `make data` unpacks it)")
+    if isinstance(eval_doc, str) and eval_doc not in AUSTEN_NOVELS:
+        errors.append(f"acts.eval_doc = {_show(eval_doc)}: must be one of {list(AUSTEN_NOVELS)} (corpus austen)")
+    return errors
+
+
+def _text_corpus_errors(corpus: str, n_tok: Any, ctx: Any) -> list[str]:
+    """A user's corpus may live anywhere, but must be UTF-8 text with enough bytes for the token budget."""
+    err = _exists("acts.corpus", corpus)
+    if err:
+        err = err.replace("no such file or folder", "no such .txt file or folder")
+        return [err + " (or use 'austen' / 'hf:<name>')"]
+    path = resolve_data_path(corpus)
+    files = sorted(path.rglob("*.txt")) if path.is_dir() else [path]
+    if not files:
+        return [f"acts.corpus = {_show(corpus)}: the folder holds no .txt file"]
+    size = 0
+    for f in files:
+        try:
+            with f.open("rb") as fh:
+                head = fh.read(TEXT_SNIFF_BYTES)
+            size += f.stat().st_size
+        except OSError as e:
+            return [f"acts.corpus = {_show(corpus)}: {f} cannot be read ({e.strerror or e})"]
+        try:
+            # A multi-byte character cut at the sniff boundary is not an error: drop up to 3 trailing bytes.
+            head.decode("utf-8") if len(head) < TEXT_SNIFF_BYTES else _decode_prefix(head)
+        except UnicodeDecodeError as e:
+            return [f"acts.corpus = {_show(corpus)}: {f} is not UTF-8 text (byte {e.start}: {e.reason})"]
+        if b"\0" in head:
+            return [f"acts.corpus = {_show(corpus)}: {f} holds NUL bytes (a binary file, not text)"]
+    need = (n_tok + ctx) if isinstance(n_tok, int) and isinstance(ctx, int) else 0
+    if size < need:
+        return [f"acts.corpus = {_show(corpus)}: {size} bytes of text, fewer than the {need} tokens asked for "
+                f"(train_tokens + context_size; a token spans at least one byte): use a larger corpus or lower "
+                "acts.train_tokens"]
+    return []
+
+
+def _decode_prefix(head: bytes) -> str:
+    for cut in range(4):
+        try:
+            return head[: len(head) - cut].decode("utf-8")
+        except UnicodeDecodeError:
+            if cut == 3:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _vision_errors(section: dict) -> list[str]:
@@ -417,12 +541,16 @@ def _vision_errors(section: dict) -> list[str]:
         errs.append(f"backbone.n_views = {bb['n_views']}: must be >= 2 for the frozen source")
     root = bb.get("data_root")
     if root:
+        err = _exists("backbone.data_root", root, "dir")
         path = resolve_data_path(root)
-        if not path.is_dir():
-            errs.append(f"backbone.data_root = {root!r}: no such folder" + (
-                " (`make data` unpacks Fashion-MNIST)" if bb.get("dataset") == "fashion-mnist" else ""))
+        if err:
+            errs.append(err + (" (`make data` unpacks Fashion-MNIST)" if bb.get("dataset") == "fashion-mnist" else ""))
         elif bb.get("dataset") == "imagefolder" and not all((path / d).is_dir() for d in ("train", "val")):
-            errs.append(f"backbone.data_root = {root!r}: an image-folder root needs train/ and val/ inside")
+            errs.append(f"backbone.data_root = {_show(root)}: an image-folder root needs train/ and val/ inside")
+        elif bb.get("dataset") == "fashion-mnist" and not all((path / f).is_file() for f in FASHION_MNIST_FILES):
+            missing = [f for f in FASHION_MNIST_FILES if not (path / f).is_file()]
+            errs.append(f"backbone.data_root = {_show(root)}: not a Fashion-MNIST folder (missing "
+                        f"{', '.join(missing)}; `make data` unpacks it)")
     if "methods" in bb and "ncl" not in bb["methods"]:
         errs.append(f"backbone.methods = {bb['methods']}: must contain 'ncl' (its features feed the SAE)")
     k, n = sae.get("k"), sae.get("n_latents")

@@ -14,15 +14,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from torch import Tensor
 
 from .lm_cache import (  # noqa: F401 (re-exported: the activation contract of later stages)
     ACTS_DTYPES,
     SPLITS,
+    CacheError,
     iter_activations,
     layer_stats,
     load_documents,
+    load_shard,
     load_tokens,
     read_meta,
     shard_path,
@@ -45,6 +46,7 @@ class CachedBatches:
 
     def __init__(self, acts_dir: str | Path, layer: int, batch_size: int, seed: int = 0, shuffle_shards: int = 4):
         meta = read_meta(acts_dir)
+        self.meta = meta
         self.acts_dir, self.layer, self.batch_size, self.seed = Path(acts_dir), layer, batch_size, seed
         self.shards = meta["splits"]["train"]["shards"]
         self.rows_per_ctx = meta["context_size"] - 1
@@ -86,7 +88,7 @@ class CachedBatches:
         epoch, c, off = self._locate(step)
         if self._key != (epoch, c):
             chunk = self._epoch_chunks(epoch)[c]
-            parts = [load_file(shard_path(self.acts_dir, self.layer, "train", self.shards[i]["index"]))["acts"]
+            parts = [load_shard(self.acts_dir, self.layer, "train", self.shards[i]["index"], self.meta)
                      for i in chunk]
             x = torch.cat(parts)[:, 1:].reshape(-1, parts[0].shape[-1]).float()
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 10_007 + c)

@@ -29,4 +29,4 @@ def resolve_data_path(path: str | Path) -> Path:
 
 def value_tag(value: float) -> str:
     """Folder tag of a swept number (α etc.): exact to 10 significant digits, so distinct values never collide."""
-    return format(float(value), ".10g")
+    return format(float(value) + 0.0, ".10g")  # + 0.0: −0.0 is 0, and gets the folder tag "0", not "-0"

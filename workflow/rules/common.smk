@@ -3,11 +3,19 @@ import os
 from pathlib import Path
 
 from wsae_utils.config import resolve_device, validate_config
+from wsae_utils.configguard import ConfigFileError, check_configfiles
 from wsae_utils.paths import PACKAGE_DIR, REPO_ENV, value_tag
 
 REPO = Path(workflow.basedir)
 # Notebooks (kernels inherit the environment) find the checkout's embedded data even under --directory.
 os.environ.setdefault(REPO_ENV, str(REPO))
+
+# Config files are data. The workflow profile refuses a templated --configfile before Snakemake reads it
+# (wsae_utils.configguard); this second check also refuses it under `--workflow-profile none`.
+try:
+    check_configfiles(workflow.config_settings.configfiles)
+except ConfigFileError as err:
+    raise WorkflowError(str(err)) from None
 
 # Resolve every notebook's parameters (notebook defaults overlaid with the config) and check them before any job;
 # `device: auto` becomes the device it means, so `--config device=cpu` on a CPU machine is the same run.

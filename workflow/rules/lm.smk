@@ -18,6 +18,7 @@ if section_enabled("lm"):
             meta=f"{LM_ACTS}/meta.json",
             tokens=f"{LM_ACTS}/tokens.safetensors",
             documents=f"{LM_ACTS}/documents.csv",
+            missing_shards=lm_acts_missing_shards(),
         log:
             **nb_logs(LM_ACTS),
         benchmark:
@@ -32,6 +33,7 @@ if section_enabled("lm"):
     use rule _notebook as lm_train with:
         input:
             nb=notebook("lm_train"),
+            shards=lambda w: lm_acts_shards(w.layer),
             code=code("lm", "text", "lm_cache", "lm_saes", "export"),
             meta=f"{LM_ACTS}/meta.json",
         output:
@@ -52,6 +54,7 @@ if section_enabled("lm"):
     use rule _notebook as lm_sae with:
         input:
             nb=notebook("lm_sae"),
+            shards=lambda w: lm_acts_shards(w.layer),
             code=code("lm", "text", "lm_cache", "lm_saes", "lm_eval", "export"),
             meta=f"{LM_ACTS}/meta.json",
             train="results/lm/train/layer{layer}/rows.csv",

@@ -1,7 +1,27 @@
 # Helper functions of lm.smk (kept apart so `snakemake --lint` sees no rules mixed with functions).
+from wsae_utils.lm_cache import declared_shards
 
 LM_ACTS = "results/lm/acts"
 LM_ACTS_MODULES = ["__init__", "config", "lm", "text", "lm_cache", "results", "hardware", "runlog", "plots", "nbrun"]
+
+
+def lm_acts_shards(layer=None):
+    """Shards of the cache on disk (per its meta.json, when written with the current settings), of one layer or all.
+
+    Inputs of the per-layer rules, so a changed shard reruns them (and their reader names it: wsae_utils.lm_cache
+    verifies every file's size and sha256).
+    """
+    shards = declared_shards(LM_ACTS, config["lm"]["acts"], lm_layers())
+    return [s for s in shards if layer is None or f"/layer{layer}/" in s]
+
+
+def lm_acts_missing_shards():
+    """Recorded shards that are gone: declared as lm_acts outputs, so `snakemake -n` reruns the LM pass.
+
+    Only the missing ones are declared: shards present were not outputs when lm_acts wrote them (their number
+    depends on the text), and declaring them afterwards would leave Snakemake without their provenance.
+    """
+    return [s for s in lm_acts_shards() if not os.path.exists(s)]
 
 
 def lm_layers():
