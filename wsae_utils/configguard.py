@@ -101,3 +101,9 @@ def refuse_code_in_configfiles(argv: Sequence[str] | None = None) -> None:
     except ConfigFileError as err:
         # SystemExit, not an exception: Snakemake would wrap one as "Couldn't parse config file" of the profile.
         raise SystemExit(f"Error: {err}") from None
+    finally:
+        # The profile runs before Snakemake puts the workflow's folder on sys.path, so this import found the
+        # installed wsae_utils. Forget it: the Snakefile must import the workflow's own copy (its code inputs are
+        # that copy's files, so a copied or moved workflow reruns on edits to its own sources).
+        for name in [m for m in sys.modules if m == "wsae_utils" or m.startswith("wsae_utils.")]:
+            del sys.modules[name]

@@ -8,8 +8,10 @@ LM_ACTS_MODULES = ["__init__", "config", "lm", "text", "lm_cache", "results", "h
 def lm_acts_shards(layer=None):
     """Shards of the cache on disk (per its meta.json, when written with the current settings), of one layer or all.
 
-    Inputs of the per-layer rules, so a changed shard reruns them (and their reader names it: wsae_utils.lm_cache
-    verifies every file's size and sha256).
+    Not inputs of the per-layer rules: their number is known only after the first lm_acts ran, so listing them
+    would change the jobs' input set between the first run and the next and rerun every layer. The per-layer rules
+    depend on meta.json (rewritten by every LM pass), and every reader verifies each shard's size and sha256 against
+    it and names a changed one (wsae_utils.lm_cache).
     """
     shards = declared_shards(LM_ACTS, config["lm"]["acts"], lm_layers())
     return [s for s in shards if layer is None or f"/layer{layer}/" in s]
