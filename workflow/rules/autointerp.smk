@@ -51,6 +51,7 @@ if section_enabled("autointerp") and section_enabled("lm"):
             vecs=f"{AI_DIR}/checks/window_vecs.safetensors",
             types=f"{AI_DIR}/checks/type_vecs.safetensors",
             train="results/lm/train/layer{layer}/rows.csv",
+            missing_shards=lambda w: lm_acts_missing_shards(w.layer),
             saes=[f"results/lm/saes/layer{{layer}}/alpha{t}/cfg.json" for t in lm_alpha_tags()],
         output:
             metrics=f"{AI_DIR}/layer{{layer}}/metrics.json",

@@ -33,6 +33,7 @@ if section_enabled("lm"):
     use rule _notebook as lm_train with:
         input:
             nb=notebook("lm_train"),
+            missing_shards=lambda w: lm_acts_missing_shards(w.layer),
             code=code("lm", "text", "lm_cache", "lm_saes", "export"),
             meta=f"{LM_ACTS}/meta.json",
         output:
@@ -53,6 +54,7 @@ if section_enabled("lm"):
     use rule _notebook as lm_sae with:
         input:
             nb=notebook("lm_sae"),
+            missing_shards=lambda w: lm_acts_missing_shards(w.layer),
             code=code("lm", "text", "lm_cache", "lm_saes", "lm_eval", "export"),
             meta=f"{LM_ACTS}/meta.json",
             train="results/lm/train/layer{layer}/rows.csv",

@@ -17,13 +17,15 @@ def lm_acts_shards(layer=None):
     return [s for s in shards if layer is None or f"/layer{layer}/" in s]
 
 
-def lm_acts_missing_shards():
-    """Recorded shards that are gone: declared as lm_acts outputs, so `snakemake -n` reruns the LM pass.
+def lm_acts_missing_shards(layer=None):
+    """Recorded shards that are gone (of one layer or all): outputs of lm_acts and inputs of the per-layer rules, so
+    `snakemake -n` reruns the LM pass (Snakemake reruns a job for a missing output only when a job requests it).
 
     Only the missing ones are declared: shards present were not outputs when lm_acts wrote them (their number
-    depends on the text), and declaring them afterwards would leave Snakemake without their provenance.
+    depends on the text), and declaring them afterwards would leave Snakemake without their provenance. Normally
+    the list is empty, before the first run and after it alike, so the per-layer jobs' input set stays the same.
     """
-    return [s for s in lm_acts_shards() if not os.path.exists(s)]
+    return [s for s in lm_acts_shards(layer) if not os.path.exists(s)]
 
 
 def lm_layers():
