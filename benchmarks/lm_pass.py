@@ -26,7 +26,7 @@ import torch
 
 from wsae_utils import lm as L
 from wsae_utils import text as T
-from wsae_utils.hardware import cpu_bf16_verdict, cpu_info, machine_summary
+from wsae_utils.hardware import cpu_info, machine_summary, this_cpu_bf16_verdict
 from wsae_utils.metrics import fvu
 from wsae_utils.sae import SAEConfig, SparseAutoencoder
 from wsae_utils.train import SAETrainer, TrainConfig
@@ -99,7 +99,7 @@ def main() -> None:
         ("hooked bf16 weights, context 256, 8 contexts/forward", lm16, "hooked", 8, 256),
     ]
     hw = cpu_info()
-    fast_bf16, why_bf16 = cpu_bf16_verdict(hw["torch_capability"], set(hw["flags"]), arch=hw["arch"])
+    fast_bf16, why_bf16 = this_cpu_bf16_verdict(hw)
     if fast_bf16 is not True and not args.force_bf16:  # ~66x slower than fp32 there: minutes per configuration
         print(f"skipping the bf16 configurations: {why_bf16} (--force-bf16 times them anyway)", flush=True)
         grid = [g for g in grid if "bf16" not in g[0]]

@@ -52,7 +52,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from wsae_utils.hardware import cpu_bf16_verdict, cpu_info, machine_summary  # noqa: E402
+from wsae_utils.hardware import cpu_info, machine_summary, this_cpu_bf16_verdict  # noqa: E402
 from wsae_utils.lm import model_facts  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -482,7 +482,7 @@ def markdown(rows: list[dict]) -> str:
 def env_info(device: str) -> dict:
     """Machine (CPU model, torch capability, the flags that matter, fast bf16 or not), library versions, load."""
     hw = cpu_info()
-    fast, why = cpu_bf16_verdict(hw["torch_capability"], set(hw["flags"]), arch=hw["arch"])
+    fast, why = this_cpu_bf16_verdict(hw)
     info = {"date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "python": sys.version.split()[0],
             "platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             **hw, "cpu_fast_bf16": fast, "cpu_bf16_why": why, "hardware": machine_summary(),

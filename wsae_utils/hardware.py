@@ -127,6 +127,12 @@ def cpu_bf16_verdict(capability: str, flags: frozenset[str] | set[str], env: dic
     return None, f"{arch} CPU (torch capability {capability}): bf16 speed not known from flags"
 
 
+def this_cpu_bf16_verdict(info: dict[str, Any] | None = None) -> tuple[bool | None, str]:
+    """`cpu_bf16_verdict` for this machine (from `cpu_info()`, or the `info` already read)."""
+    info = cpu_info() if info is None else info
+    return cpu_bf16_verdict(info["torch_capability"], set(info["flags"]), arch=info["arch"])
+
+
 def probe_bf16_speedup(shape: tuple[int, int, int] = (2048, 576, 1536), device: str = "cpu", repeats: int = 3
                        ) -> tuple[float, float]:
     """Best-of-`repeats` seconds of one [m, k] × [k, n] product in fp32 and in bf16 on `device` (fp32, bf16)."""
@@ -172,10 +178,7 @@ def resolve_precision(requested: str, device: Any, purpose: str, probe_shape: tu
             cuda_bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
         fast, why = cuda_bf16, "CUDA device " + ("supports bf16" if cuda_bf16 else "without bf16 support")
     elif dev == "cpu":
-        if cpu_verdict is None:
-            info = cpu_info()
-            cpu_verdict = cpu_bf16_verdict(info["torch_capability"], set(info["flags"]), arch=info["arch"])
-        fast, why = cpu_verdict
+        fast, why = this_cpu_bf16_verdict() if cpu_verdict is None else cpu_verdict
     else:
         fast, why = False, f"device type {dev!r}: fp32 (bf16 speed unknown)"
     slow_explicit = False
@@ -203,7 +206,7 @@ def machine_summary(threads: int | None = None) -> str:
     import torch
 
     info = cpu_info()
-    fast, _ = cpu_bf16_verdict(info["torch_capability"], set(info["flags"]), arch=info["arch"])
+    fast, _ = this_cpu_bf16_verdict(info)
     bf16 = {True: "fast bf16", False: "no fast bf16", None: "bf16 speed unknown"}[fast]
     line = (f"{info['cpu']} · torch {info['torch_capability']} · {bf16} · {info['cores']} cores, "
             f"{threads or torch.get_num_threads()} threads")
