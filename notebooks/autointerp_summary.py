@@ -26,12 +26,15 @@ checks_dir = "results/autointerp/checks"
 layer_dirs = ["results/autointerp/layer4"]
 table = "results/tables/autointerp.csv"
 table1_csv = "results/tables/autointerp_table1.csv"
+human_table = ""
+latents_dir = ""
 proxy = "auto"
 paper_gain = 3.8
 n_boot = 2000
 seed = 0
 
 # %%
+import os
 import time
 from pathlib import Path
 
@@ -49,8 +52,8 @@ t_start = time.time()
 out = Path(out_dir)
 (out / "figures").mkdir(parents=True, exist_ok=True)
 setup_style()
-settings = {k: globals()[k] for k in ("checks_dir", "layer_dirs", "table", "table1_csv", "proxy", "paper_gain",
-                                      "n_boot", "seed", "device")}
+settings = {k: globals()[k] for k in ("checks_dir", "layer_dirs", "table", "table1_csv", "human_table", "latents_dir",
+                                      "proxy", "paper_gain", "n_boot", "seed", "device")}
 checks = read_metrics(Path(checks_dir) / "metrics.json")
 rows = pd.concat([pd.read_csv(Path(d) / "rows.csv") for d in layer_dirs], ignore_index=True)
 scores = pd.concat([pd.read_csv(Path(d) / "scores.csv").assign(
@@ -134,6 +137,20 @@ for be, scorer, s in variants:
                             "gain_ci_hi": g.ci_hi.iloc[0] if len(g) else np.nan})
 t1 = pd.DataFrame(t1_rows, columns=["backend", "scorer", "validated", "layer", "alpha", "mean", "gain_vs_alpha0",
                                     "gain_ci_lo", "gain_ci_hi"])
+# The human backend (blind ratings, autointerp_human) joins Table 1 when any rating exists.
+human = pd.read_csv(human_table) if human_table and Path(human_table).is_file() else pd.DataFrame()
+if len(human):
+    display(Markdown("**human: blind ratings** (share of latents rated 'one meaning'; "
+                     + ("validated: raters put the plain SAE above the random one" if human.validated.iloc[0] else
+                        "**not validated**: raters did not put the plain SAE above the random one at every layer")
+                     + ")"))
+    display(human.round(3))
+    t1 = pd.concat([t1, human[t1.columns]], ignore_index=True)
+elif human_table:
+    display(Markdown("**human**: no human ratings yet (blind rating page of the latent browser)."))
+if latents_dir:
+    display(Markdown(f"See the latents: [latent browser]({os.path.relpath(Path(latents_dir) / 'index.html', out)}),"
+                     f" [blind rating page]({os.path.relpath(Path(latents_dir) / 'rate.html', out)})."))
 write_table(t1, table1_csv)
 if chosen is None:
     display(Markdown("No offline proxy passed the planted latents and beat the random-weight SAE at every layer: "

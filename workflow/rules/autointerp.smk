@@ -4,6 +4,7 @@
 # Needs the lm section (activation cache, trained SAEs); scoring reruns need no LM pass.
 
 AI_DIR = "results/autointerp"
+LATENTS_DIR = "results/latents"  # the latent browser's pages (workflow/rules/latents.smk)
 AI_CODE = ["autointerp", "autointerp_proxies", "llm_client", "lm", "lm_saes", "text", "export"]
 
 
@@ -46,7 +47,7 @@ if section_enabled("autointerp") and section_enabled("lm"):
     use rule _notebook as autointerp_layer with:
         input:
             nb=notebook("autointerp_layer"),
-            code=code(*AI_CODE),
+            code=code(*AI_CODE, "latent_pages"),
             protocol=f"{AI_DIR}/checks/protocol.json",
             vecs=f"{AI_DIR}/checks/window_vecs.safetensors",
             types=f"{AI_DIR}/checks/type_vecs.safetensors",
@@ -57,6 +58,9 @@ if section_enabled("autointerp") and section_enabled("lm"):
             metrics=f"{AI_DIR}/layer{{layer}}/metrics.json",
             rows=f"{AI_DIR}/layer{{layer}}/rows.csv",
             scores=f"{AI_DIR}/layer{{layer}}/scores.csv",
+            explanations=f"{AI_DIR}/layer{{layer}}/explanations.csv",
+            browse=f"{AI_DIR}/layer{{layer}}/browse.json",
+            browse_tensors=f"{AI_DIR}/layer{{layer}}/browse.safetensors",
         log:
             **nb_logs(f"{AI_DIR}/layer{{layer}}"),
         benchmark:
@@ -71,6 +75,7 @@ if section_enabled("autointerp") and section_enabled("lm"):
                 checks_dir=f"{AI_DIR}/checks",
                 train_rows=f"results/lm/train/layer{w.layer}/rows.csv",
                 sae_root="results/lm/saes",
+                latents_dir=LATENTS_DIR,
             ),
         threads: 1
         resources:
@@ -83,6 +88,7 @@ if section_enabled("autointerp") and section_enabled("lm"):
             code=code("autointerp", "autointerp_proxies"),
             checks=f"{AI_DIR}/checks/metrics.json",
             layers=[f"{AI_DIR}/layer{l}/{f}" for l in lm_layers() for f in ("rows.csv", "scores.csv", "metrics.json")],
+            human="results/tables/autointerp_human.csv",
         output:
             metrics=f"{AI_DIR}/summary/metrics.json",
             table="results/tables/autointerp.csv",
@@ -100,6 +106,8 @@ if section_enabled("autointerp") and section_enabled("lm"):
                 layer_dirs=[f"{AI_DIR}/layer{l}" for l in lm_layers()],
                 table="results/tables/autointerp.csv",
                 table1_csv="results/tables/autointerp_table1.csv",
+                human_table="results/tables/autointerp_human.csv",
+                latents_dir=LATENTS_DIR,
             ),
         threads: 1
 
