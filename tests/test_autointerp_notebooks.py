@@ -82,6 +82,35 @@ def test_offline_pipeline_builds_table_and_verdict(cache):
             "shuffled_mean", "random_sae_mean", "margin", "margin_lo", "margin_hi"} <= set(t.columns)
     claims = json.loads((summary / "metrics.json").read_text())["claims"]
     assert claims and all(c["id"] == "lm-table1" and c["verdict"] == "not decidable here" for c in claims)
+    # The latent browser from what the layer job stored (this cache's d = 16 has no matching unembedding).
+    browse = json.loads((layer / "browse.json").read_text())
+    assert set(browse["saes"]) == {"paper/alpha0", "cap/alpha1", "random"} and browse["matches"]
+    assert "d_model 768" in _logit_note(layer)
+    latents, pages = cache / "out" / "latents", cache / "out" / "pages"
+    _run("autointerp_latents", latents, {"layer_dirs": [str(layer)], "acts_dir": str(cache / "acts"),
+                                         "pages_dir": str(pages), "n_rate_cards": 3})
+    assert (pages / "index.html").exists() and (pages / "rate.html").exists()
+    assert (pages / f"layer{LAYER}" / "compare.html").exists() and (pages / f"layer{LAYER}" / "random.html").exists()
+    key = json.loads((latents / "rating_key.json").read_text())
+    assert len(key["cards"]) == 3 * 3  # plain, largest α, random
+    # No ratings yet: the human rows say so, and Table 1 gains no number.
+    human = cache / "out" / "human"
+    _run("autointerp_human", human, {"ratings_dir": str(cache / "out" / "no_ratings"),
+                                     "rating_key": str(latents / "rating_key.json"),
+                                     "table": str(cache / "out" / "human.csv")})
+    m = json.loads((human / "metrics.json").read_text())
+    assert m["status"] == "no human ratings yet" and m["claims"][0]["numbers"] == "no human ratings yet"
+    assert len(pd.read_csv(cache / "out" / "human.csv")) == 0
+    _run("autointerp_summary", summary, {"checks_dir": str(checks), "layer_dirs": [str(layer)], "table": str(table),
+                                         "table1_csv": str(cache / "out" / "t1.csv"), "n_boot": 200,
+                                         "human_table": str(cache / "out" / "human.csv"), "latents_dir": str(pages)})
+    assert "human" not in set(pd.read_csv(cache / "out" / "t1.csv").backend)
+    report = (summary / "report.ipynb").read_text()
+    assert "no human ratings yet" in report and "../pages/index.html" in report
+
+
+def _logit_note(layer_dir):
+    return json.loads((layer_dir / "browse.json").read_text())["logit_note"]
 
 
 def test_unreachable_llm_server_fails_fast_without_table(cache):

@@ -6,16 +6,17 @@ function esc(s) {
 }
 function tokText(s) { return esc(s).replace(/\n/g, "\u21b5"); }
 // One window: tokens shaded by activation / scale (the latent's largest activation), its peak token outlined.
+// Silent tokens stay plain text (no element each): a 100-latent page then builds a tenth of the nodes.
 function windowHTML(win, scale, showValues) {
   let peak = -1, best = 0;
   win.a.forEach((a, i) => { if (a > best) { best = a; peak = i; } });
   let h = "";
   for (let i = 0; i < win.t.length; i++) {
     const a = win.a[i];
+    if (!(a > 0)) { h += tokText(VOCAB[win.t[i]]); continue; }
     const cls = i === peak ? "tok max" : "tok";
-    const style = a > 0 ? ` style="background:rgba(255,140,0,${Math.min(1, 0.12 + 0.88 * a / scale).toFixed(2)})"` : "";
-    const title = showValues && a > 0 ? ` title="${a}"` : "";
-    h += `<span class="${cls}"${style}${title}>${tokText(VOCAB[win.t[i]])}</span>`;
+    const title = showValues ? ` title="${a}"` : "";
+    h += `<span class="${cls}" style="background:rgba(255,140,0,${Math.min(1, 0.12 + 0.88 * a / scale).toFixed(2)})"${title}>${tokText(VOCAB[win.t[i]])}</span>`;
   }
   return `<div class="win">${h}</div>`;
 }
