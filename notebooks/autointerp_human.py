@@ -79,13 +79,14 @@ display(agree.round(3) if len(agree) else Markdown(
 # ## Conclusion
 
 # %%
-alphas = sorted(a for a in rows.alpha.unique() if a != 0) if len(rows) else []
+rated = len(ratings) > 0
+alphas = sorted(a for a in rows.alpha.dropna().unique() if a != 0)
 amax = alphas[-1] if alphas else 1.0
 verdict, why = H.human_verdict(rows, amax)
 metrics = {"status": "ok" if len(ratings) else H.NO_RATINGS, "n_files": len(files), "n_ratings": len(ratings),
            "n_raters": int(ratings.rater.nunique()), "n_cards_rated": int(ratings.card.nunique()),
-           "key_id": key["key_id"], "validated": bool(rows.validated.iloc[0]) if len(rows) else None}
-if len(rows):
+           "key_id": key["key_id"], "validated": bool(rows.validated.iloc[0]) if rated else None}
+if rated:
     g = rows[(rows.layer.astype(str) == "mean") & (rows.alpha == amax)]
     if len(g):
         metrics.update(human_gain=float(g.gain_vs_alpha0.iloc[0]), human_gain_lo=float(g.gain_ci_lo.iloc[0]),

@@ -29,6 +29,7 @@ n_bands = 4
 n_per_band = 2
 n_bins = 24
 match_min_cos = 0.5
+n_compare_top = 5
 n_rate_cards = 12
 n_rate_top = 8
 n_rate_low = 4
@@ -53,7 +54,7 @@ t_start = time.time()
 out, pages = Path(out_dir), Path(pages_dir)
 out.mkdir(parents=True, exist_ok=True)
 settings = {k: globals()[k] for k in ("layer_dirs", "acts_dir", "pages_dir", "n_top", "n_bands", "n_per_band",
-                                      "n_bins", "match_min_cos", "n_rate_cards", "n_rate_top", "n_rate_low",
+                                      "n_bins", "match_min_cos", "n_compare_top", "n_rate_cards", "n_rate_top", "n_rate_low",
                                       "max_page_mb", "seed", "device")}
 display(pd.DataFrame([settings]).T.rename(columns={0: "value"}))
 
@@ -95,7 +96,7 @@ t0 = time.time()
 card_cfg = LP.CardConfig(n_top=n_top, n_bands=n_bands, n_per_band=n_per_band, n_bins=n_bins, seed=seed)
 rate_cfg = LP.RateConfig(n_cards=n_rate_cards, n_top=n_rate_top, n_low=n_rate_low, seed=seed)
 built = LP.write_pages(layers, tokens.reshape(-1), token_str, pages, out / "rating_key.json", card_cfg, rate_cfg,
-                       match_min_cos, scores, expl)
+                       match_min_cos, scores, expl, n_compare_top)
 t_pages = time.time() - t0
 stats = pd.DataFrame(LP.page_stats(pages))
 stats["MB"] = stats.bytes / 2**20

@@ -45,6 +45,7 @@ from IPython.display import Markdown, display
 
 from wsae_utils import autointerp as A
 from wsae_utils import autointerp_proxies as P
+from wsae_utils import human_ratings as H
 from wsae_utils.plots import save_figure, setup_style
 from wsae_utils.results import claim, conclusion_markdown, read_metrics, write_metrics, write_table
 
@@ -139,15 +140,16 @@ t1 = pd.DataFrame(t1_rows, columns=["backend", "scorer", "validated", "layer", "
                                     "gain_ci_lo", "gain_ci_hi"])
 # The human backend (blind ratings, autointerp_human) joins Table 1 when any rating exists.
 human = pd.read_csv(human_table) if human_table and Path(human_table).is_file() else pd.DataFrame()
-if len(human):
+if len(human) and (human.scorer == H.NO_RATINGS).all():
+    display(Markdown(f"**human**: {H.NO_RATINGS} (blind rating page of the latent browser); the row stays empty."))
+elif len(human):
     display(Markdown("**human: blind ratings** (share of latents rated 'one meaning'; "
                      + ("validated: raters put the plain SAE above the random one" if human.validated.iloc[0] else
                         "**not validated**: raters did not put the plain SAE above the random one at every layer")
                      + ")"))
     display(human.round(3))
+if len(human):
     t1 = pd.concat([t1, human[t1.columns]], ignore_index=True)
-elif human_table:
-    display(Markdown("**human**: no human ratings yet (blind rating page of the latent browser)."))
 if latents_dir:
     display(Markdown(f"See the latents: [latent browser]({os.path.relpath(Path(latents_dir) / 'index.html', out)}),"
                      f" [blind rating page]({os.path.relpath(Path(latents_dir) / 'rate.html', out)})."))

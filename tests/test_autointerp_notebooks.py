@@ -100,11 +100,13 @@ def test_offline_pipeline_builds_table_and_verdict(cache):
                                      "table": str(cache / "out" / "human.csv")})
     m = json.loads((human / "metrics.json").read_text())
     assert m["status"] == "no human ratings yet" and m["claims"][0]["numbers"] == "no human ratings yet"
-    assert len(pd.read_csv(cache / "out" / "human.csv")) == 0
+    human_rows = pd.read_csv(cache / "out" / "human.csv")
+    assert human_rows.scorer.tolist() == ["no human ratings yet"] and human_rows["mean"].isna().all()
     _run("autointerp_summary", summary, {"checks_dir": str(checks), "layer_dirs": [str(layer)], "table": str(table),
                                          "table1_csv": str(cache / "out" / "t1.csv"), "n_boot": 200,
                                          "human_table": str(cache / "out" / "human.csv"), "latents_dir": str(pages)})
-    assert "human" not in set(pd.read_csv(cache / "out" / "t1.csv").backend)
+    t1 = pd.read_csv(cache / "out" / "t1.csv")
+    assert t1[t1.backend == "human"].scorer.tolist() == ["no human ratings yet"]
     report = (summary / "report.ipynb").read_text()
     assert "no human ratings yet" in report and "../pages/index.html" in report
 

@@ -79,7 +79,8 @@ def test_no_ratings_is_reported_not_a_number(tmp_path):
     key = make_key(4)
     ratings = H.read_ratings([], key)
     rows, per_sae = H.human_rows(ratings)
-    assert len(rows) == 0 and len(per_sae) == 0
+    assert len(rows) == 1 and rows.scorer.iloc[0] == H.NO_RATINGS and len(per_sae) == 0
+    assert rows[["mean", "gain_vs_alpha0", "gain_ci_lo", "gain_ci_hi"]].isna().all().all()
     assert H.human_verdict(rows, 1.0) == ("not decidable here", H.NO_RATINGS)
 
 

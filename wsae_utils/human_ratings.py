@@ -113,7 +113,8 @@ def human_rows(ratings: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> tupl
     """(Table-1 rows of the `human` backend, per-SAE rows with the random-SAE floor).
 
     Table-1 rows have the columns of results/tables/autointerp_table1.csv: per layer and α (and a 'mean' row) the
-    mean card score, and the gain over α = 0 with a 95 % bootstrap CI over cards (`autointerp.table1`).
+    mean card score, and the gain over α = 0 with a 95 % bootstrap CI over cards (`autointerp.table1`). Without
+    ratings of a trained SAE, one row whose scorer reads "no human ratings yet" and whose numbers are empty.
     `validated` is whether, at every rated layer, the plain SAE beats the random-weight SAE with a CI above 0:
     raters who cannot tell a trained SAE from a random one cannot rank α either. Per-SAE rows: mean, CI, cards,
     raters, and the margin over the random SAE of the same layer with its CI.
@@ -136,8 +137,9 @@ def human_rows(ratings: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> tupl
     validated = bool(len(base)) and bool((base.margin_lo > 0).all())
     trained = cards[cards.sae != "random"]
     cols = ["backend", "scorer", "validated", "layer", "alpha", "mean", "gain_vs_alpha0", "gain_ci_lo", "gain_ci_hi"]
-    if not len(trained):
-        return pd.DataFrame(columns=cols), per_sae
+    if not len(trained):  # one row that says so, with no number in it
+        return pd.DataFrame([{"backend": "human", "scorer": NO_RATINGS, "validated": False, "layer": "mean"}],
+                            columns=cols), per_sae
     piv, gains = table1(trained[["layer", "alpha", "score"]], n_boot, seed)
     out = []
     for layer, r in piv.iterrows():
@@ -196,7 +198,7 @@ def human_verdict(rows: pd.DataFrame, alpha: float) -> tuple[str, str]:
     Decided only when the raters are validated (plain SAE above the random one at every rated layer): reproduced
     when the mean-over-layers gain of α over α = 0 has a CI above 0, not reproduced when below 0.
     """
-    if not len(rows):
+    if not len(rows) or (rows.scorer == NO_RATINGS).all():
         return "not decidable here", NO_RATINGS
     g = rows[(rows.layer.astype(str) == "mean") & (rows.alpha == alpha)]
     if not len(g) or not np.isfinite(g.gain_ci_lo.iloc[0]):

@@ -348,11 +348,12 @@ def sae_page_data(b: Browse, layer: int, name: str, tokens_flat: np.ndarray, tok
 
 
 def compare_page_data(b: Browse, layer: int, tokens_flat: np.ndarray, token_str: Callable[[int], str],
-                      cfg: CardConfig, min_cos: float) -> dict[str, Any]:
+                      cfg: CardConfig, min_cos: float, n_top: int = 5) -> dict[str, Any]:
     """JSON of a layer's side-by-side page: each sampled anchor latent next to its best decoder match in every
-    compared SAE; a match with cosine below `min_cos` is shown as "no match" with its cosine."""
+    compared SAE (`n_top` top windows each); a match with cosine below `min_cos` is shown as "no match" with its
+    cosine."""
     vocab = Vocab(token_str)
-    small = CardConfig(n_top=cfg.n_top, n_bands=cfg.n_bands, n_per_band=0, n_bins=cfg.n_bins, seed=cfg.seed)
+    small = CardConfig(n_top=n_top, n_bands=cfg.n_bands, n_per_band=0, n_bins=cfg.n_bins, seed=cfg.seed)
     pos = {n: {int(x): i for i, x in enumerate(a.latents)} for n, a in b.acts.items()}
 
     def card(name: str, lat: int) -> dict[str, Any]:
@@ -457,7 +458,8 @@ def page_stats(folder: str | Path) -> list[dict[str, Any]]:
 def write_pages(layers: dict[int, Browse], tokens_flat: np.ndarray, token_str: Callable[[int], str],
                 pages_dir: str | Path, key_path: str | Path, card_cfg: CardConfig, rate_cfg: RateConfig,
                 min_cos: float, scores: dict[tuple[int, str], dict[int, dict[str, float]]] | None = None,
-                explanations: dict[tuple[int, str], dict[int, dict[str, str]]] | None = None) -> dict[str, Any]:
+                explanations: dict[tuple[int, str], dict[int, dict[str, str]]] | None = None,
+                n_compare_top: int = 5) -> dict[str, Any]:
     """Write the whole browser under `pages_dir` and the blind session's key to `key_path` (kept out of the pages
     folder a rater browses). Returns what was written: pages per SAE, compare pages, rating key."""
     pages_dir = Path(pages_dir)
@@ -473,7 +475,7 @@ def write_pages(layers: dict[int, Browse], tokens_flat: np.ndarray, token_str: C
             index_rows.append({"layer": layer, "sae": name, "label": data["label"], "path": here,
                                "n": len(data["cards"]), "freq": f"{100 * float(np.median(freqs)):.3g} %" if freqs
                                else "–"})
-        cmp = compare_page_data(b, layer, tokens_flat, token_str, card_cfg, min_cos)
+        cmp = compare_page_data(b, layer, tokens_flat, token_str, card_cfg, min_cos, n_compare_top)
         here = compare_path(layer)
         render("compare.html.j2", pages_dir / here, data=cmp, nav=nav, root="../", here=here)
         n_match = {c["sae"]: sum(r["cells"][j]["match"] for r in cmp["rows"]) for j, c in enumerate(cmp["columns"])}

@@ -85,7 +85,7 @@ if section_enabled("autointerp") and section_enabled("lm"):
     use rule _notebook as autointerp_summary with:
         input:
             nb=notebook("autointerp_summary"),
-            code=code("autointerp", "autointerp_proxies"),
+            code=code("autointerp", "autointerp_proxies", "human_ratings", "latent_pages"),
             checks=f"{AI_DIR}/checks/metrics.json",
             layers=[f"{AI_DIR}/layer{l}/{f}" for l in lm_layers() for f in ("rows.csv", "scores.csv", "metrics.json")],
             human="results/tables/autointerp_human.csv",

@@ -6,25 +6,19 @@ import glob as _glob
 
 from wsae_utils.paths import PACKAGE_DIR as _PKG
 
-
-def latent_templates():
-    """Templates of the pages: editing one rebuilds them."""
-    return sorted(str(p) for p in (_PKG / "templates" / "latents").iterdir() if p.is_file())
-
-
-def human_ratings_files():
-    """Every ratings file in the configured folder (none is fine: the report says so)."""
-    folder = config["autointerp"]["human"]["ratings_dir"]
-    return sorted(_glob.glob(os.path.join(folder, "*.json")))
+# The pages' templates: editing one rebuilds them.
+LATENT_TEMPLATES = sorted(str(p) for p in (_PKG / "templates" / "latents").iterdir() if p.is_file())
 
 
 if section_enabled("autointerp") and section_enabled("lm"):
+    # Every ratings file in the configured folder (none is fine: the report says so).
+    HUMAN_RATINGS = sorted(_glob.glob(os.path.join(config["autointerp"]["human"]["ratings_dir"], "*.json")))
 
     use rule _notebook as autointerp_latents with:
         input:
             nb=notebook("autointerp_latents"),
             code=code("autointerp", "latent_pages", "lm", "lm_saes", "lm_cache", "text"),
-            templates=latent_templates(),
+            templates=LATENT_TEMPLATES,
             layers=[
                 f"{AI_DIR}/layer{l}/{f}"
                 for l in lm_layers()
@@ -59,7 +53,7 @@ if section_enabled("autointerp") and section_enabled("lm"):
             nb=notebook("autointerp_human"),
             code=code("autointerp", "latent_pages", "human_ratings"),
             key=f"{AI_DIR}/latents/rating_key.json",
-            ratings=human_ratings_files(),
+            ratings=HUMAN_RATINGS,
         output:
             metrics=f"{AI_DIR}/human/metrics.json",
             table="results/tables/autointerp_human.csv",
