@@ -34,8 +34,8 @@ from pathlib import Path
 
 from IPython.display import Markdown, display
 
-from wsae_utils import human_ratings as H
-from wsae_utils.results import claim, conclusion_markdown, write_metrics, write_table
+from wsae_utils.autointerp import human_ratings as H
+from wsae_utils.run.results import claim, conclusion_markdown, write_metrics, write_table
 
 t_start = time.time()
 out = Path(out_dir)

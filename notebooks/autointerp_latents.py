@@ -44,11 +44,11 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import Markdown, display
 
-from wsae_utils import autointerp as A
-from wsae_utils import latent_pages as LP
-from wsae_utils import lm as L
-from wsae_utils import lm_saes as S
-from wsae_utils.results import conclusion_markdown, read_metrics, write_metrics, write_table
+from wsae_utils.autointerp import latent_pages as LP
+from wsae_utils.autointerp import scoring as A
+from wsae_utils.lm import model as L
+from wsae_utils.lm import saes as S
+from wsae_utils.run.results import conclusion_markdown, read_metrics, write_metrics, write_table
 
 t_start = time.time()
 out, pages = Path(out_dir), Path(pages_dir)

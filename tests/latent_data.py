@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from wsae_utils import latent_pages as LP
-from wsae_utils.autointerp import SparseActs, Windows
+from wsae_utils.autointerp import latent_pages as LP
+from wsae_utils.autointerp.scoring import SparseActs, Windows
 
 N_CTX, CTX, WINDOW, N_TOK, VOCAB, D, N_LAT = 24, 17, 8, 48, 160, 128, 20
 SAES = {"paper/alpha0": 0.0, "cap/alpha1": 1.0, "random": None}

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from wsae_utils import human_ratings as H
+from wsae_utils.autointerp import human_ratings as H
 
 SAES = {"paper/alpha0": 0.0, "cap/alpha1": 1.0, "random": None}
 

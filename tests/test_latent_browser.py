@@ -24,8 +24,8 @@ import pandas as pd
 import pytest
 from latent_data import SAES, browse, token_str, tokens
 
-from wsae_utils import human_ratings as H
-from wsae_utils import latent_pages as LP
+from wsae_utils.autointerp import human_ratings as H
+from wsae_utils.autointerp import latent_pages as LP
 
 pytestmark = pytest.mark.browser
 PACKAGES = ["chromium", "chromium-driver"]
@@ -186,7 +186,7 @@ def test_compare_page_sorts_by_cosine(site, driver):
 def test_blind_session_hides_the_sae_and_round_trips_to_the_human_table(site, driver, tmp_path):
     from selenium.webdriver.common.by import By
 
-    from wsae_utils.nbrun import execute_notebook
+    from wsae_utils.run.nbrun import execute_notebook
 
     root, _ = site
     key = json.loads((root / "key.json").read_text())

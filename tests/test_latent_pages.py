@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from latent_data import N_LAT, SAES, browse, token_str, tokens
 
-from wsae_utils import latent_pages as LP
-from wsae_utils.autointerp import SparseActs, Windows
+from wsae_utils.autointerp import latent_pages as LP
+from wsae_utils.autointerp.scoring import SparseActs, Windows
 
 
 def test_logit_effects_find_planted_tokens():

@@ -17,7 +17,7 @@ if section_enabled("autointerp") and section_enabled("lm"):
     use rule _notebook as autointerp_latents with:
         input:
             nb=notebook("autointerp_latents"),
-            code=code("autointerp", "latent_pages", "lm", "lm_saes", "lm_cache", "text"),
+            code=code("autointerp_latents"),
             templates=LATENT_TEMPLATES,
             layers=[
                 f"{AI_DIR}/layer{l}/{f}"
@@ -51,7 +51,7 @@ if section_enabled("autointerp") and section_enabled("lm"):
     use rule _notebook as autointerp_human with:
         input:
             nb=notebook("autointerp_human"),
-            code=code("autointerp", "latent_pages", "human_ratings"),
+            code=code("autointerp_human"),
             key=f"{AI_DIR}/latents/rating_key.json",
             ratings=HUMAN_RATINGS,
         output:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from wsae_utils.results import write_index_html, write_table
+from wsae_utils.run.results import write_index_html, write_table
 
 snakemake = globals()["snakemake"]  # injected by Snakemake
 sections: dict[str, list] = {"Summary": [("Summary: one row per claim, with tests and numbers",
