@@ -149,7 +149,7 @@ info["random"] = {"alpha": float("nan"), "variant": "random", "untrained": True,
 base_fp = A.fingerprint(Path(acts_dir) / "meta.json", protocol, asdict(record_cfg))
 fps = {n: A.fingerprint(Path(info[n]["dir"]) / "sae_weights.safetensors", base_fp) for n in saes}
 fps["random"] = A.fingerprint(Path(next(iter(info.values()))["dir"]) / "cfg.json", base_fp, random_sae_seed)
-browse_fp = A.fingerprint(fps, n_logit_tokens, meta.get("model"))
+browse_fp = A.fingerprint(fps, n_logit_tokens, meta.get("model"), Path(LP.__file__))  # an edit of its code rebuilds it
 browse_ok = LP.browse_fresh(out / "browse", browse_fp)
 # Stale browser data needs every SAE's activations, so then every SAE is encoded again (one pass, cheap).
 records = {n: r for n in fps if browse_ok and (r := A.load_records_if(out / "records" / n.replace("/", "_"), fps[n]))}

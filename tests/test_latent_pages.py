@@ -143,3 +143,24 @@ def test_rating_session_is_seeded():
     c = LP.rating_session(layers, tokens(0).reshape(-1), token_str, LP.RateConfig(n_cards=4, seed=4))
     assert a == b and a[1]["key_id"] != c[1]["key_id"]
 
+
+
+@pytest.mark.slow
+def test_unembedding_ranks_tokens_as_the_embedded_models_own_logits():
+    """The folded unembedding (tied embedding × final RMSNorm gain, read from safetensors) ranks tokens exactly as
+    the model's own head does on a residual vector: logits = W_U · norm(r), and the RMS scale is positive."""
+    import torch
+
+    from wsae_utils.lm.model import load_lm
+
+    lm = load_lm("smollm2-135m")
+    w_u, note = LP.unembedding("smollm2-135m", "resources/models", 576)
+    assert w_u is not None and w_u.shape == (lm.vocab_size, 576) and "RMSNorm" in note
+    r = torch.randn(3, 576, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = lm.model.lm_head(lm.model.model.norm(r)).numpy()
+    eff = LP.logit_effects(r.numpy(), w_u, 10)
+    for i in range(3):
+        assert eff["up_ids"][i].tolist() == np.argsort(-logits[i])[:10].tolist()
+        assert eff["down_ids"][i].tolist() == np.argsort(logits[i])[:10].tolist()
+    assert LP.unembedding("smollm2-135m", "resources/models", 64)[0] is None  # another width: no logit effects
