@@ -1,6 +1,7 @@
 # Shared helpers: config resolution and validation, source lists (rerun triggers), notebook parameters, registry.
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 from wsae_utils.config import resolve_device, validate_config
 from wsae_utils.configguard import ConfigFileError, check_configfiles
@@ -22,7 +23,8 @@ except ConfigFileError as err:
 validate_config(config, notebook_dir=REPO / "notebooks")
 config["device"] = resolve_device(config["device"])
 # config.py only validates (its values reach notebooks as params), so editing it reruns nothing.
-CORE_MODULES = ["__init__", "sae", "train", "metrics", "results", "hardware", "power", "nbrun", "plots", "runlog", "paths"]
+CORE_MODULES = ["__init__", "sae", "train", "metrics", "results", "hardware", "power", "nbrun", "plots", "runlog", "paths",
+                "reportkit", "console_tee"]
 
 
 wildcard_constraints:
@@ -30,20 +32,43 @@ wildcard_constraints:
     alpha=r"[0-9][0-9.e+-]*",
 
 
+def workflow_path(path):
+    """A rule input inside the checkout, relative to the working directory, so Snakemake's records (which store
+    input paths as written) stay valid when the checkout moves with its results/ and .snakemake/; under
+    `--directory` the relative path leads back to the checkout. A file outside the checkout (an installed,
+    non-editable package) stays absolute."""
+    path = Path(path).resolve()
+    if not path.is_relative_to(REPO.resolve()):
+        return str(path)
+    return os.path.relpath(path, Path.cwd())
+
+
 def notebook(name):
-    """Path of a notebook source (absolute, so `--directory` runs find it)."""
-    return str(REPO / "notebooks" / f"{name}.py")
+    """Path of a notebook source (relative to the working directory; `--directory` runs find it too)."""
+    return workflow_path(REPO / "notebooks" / f"{name}.py")
 
 
 def code(*modules):
     """wsae_utils sources a notebook depends on (where the package is imported from, editable or installed): editing
     one reruns exactly the notebooks that use it."""
-    return [str(PACKAGE_DIR / f"{m}.py") for m in CORE_MODULES + list(modules)]
+    return [workflow_path(PACKAGE_DIR / f"{m}.py") for m in CORE_MODULES + list(modules)]
 
 
 def section_enabled(section):
     """Whether config[section] exists and is switched on."""
     return section in config and config[section].get("enabled", True)
+
+
+SECTION_HEADINGS = {"toy": "Toy model", "lm": "Language model", "autointerp": "Auto-interpretability",
+                    "vision": "Vision"}
+
+
+def sections_not_run():
+    """Headings of the sections this config switches off (the index says "not run" for them)."""
+    off = [s for s in SECTION_HEADINGS if not section_enabled(s)]
+    if "lm" in off and "autointerp" not in off:
+        off.append("autointerp")  # it scores the lm section's SAEs
+    return [SECTION_HEADINGS[s] for s in SECTION_HEADINGS if s in off]
 
 
 def gpu_jobs():
@@ -59,6 +84,35 @@ def notebook_params(section, unit, out_dir, **extra):
     return params
 
 
+# Stands for a parameter that one unit of a wildcard job lacks (not a built-in value, so Snakemake records nothing).
+ABSENT = object()
+
+
+def nb_params(resolve, examples=(None,)):
+    """Parameters of a notebook job, as `nb` (every resolved parameter for the runner; a function of `output`, which
+    Snakemake treats as derived and leaves out of its records) and one `(name, value)` item per parameter, which it
+    records one by one, so a rerun reason names the keys that changed: `before: ('steps', 3000) now: ('steps', 4000)`
+    instead of two whole parameter dicts.
+
+    `resolve` is the parameter dict, or a function of the wildcards returning it; `examples` are wildcard values
+    whose parameter names together cover every job of the rule (e.g. each toy unit)."""
+    if not callable(resolve):
+        fixed = resolve
+        resolve = lambda wildcards: fixed
+    names = list(dict.fromkeys(k for w in examples for k in resolve(w)))
+    items = {"nb": lambda wildcards, output: resolve(wildcards)}
+    for name in names:
+        items[f"p_{name}"] = lambda wildcards, name=name: (
+            (name, resolve(wildcards)[name]) if name in resolve(wildcards) else ABSENT)
+    return items
+
+
+def wildcard_examples(**values):
+    """Wildcard objects for `nb_params(examples=...)`: one per value of the one wildcard named."""
+    (name, options), = values.items()
+    return [SimpleNamespace(**{name: str(v)}) for v in options]
+
+
 def nb_logs(out_dir):
     """Logs of a notebook rule: the executed notebook and its HTML report (kept on failure) and the text log."""
     return {
@@ -72,6 +126,18 @@ def nb_logs(out_dir):
 REPORTS = []  # (section, label, html path)
 TABLES = []  # (caption, csv path)
 FIGURES = []  # (caption, png path): the main figures, shown once in the index and tagged for --report
+
+
+def figure_caption_map(metrics_paths):
+    """{figure name in results/summary/report_figures: caption} for the captions of `snakemake --report`."""
+    from wsae_utils.claims_index import figure_captions
+
+    out = {}
+    for metrics in metrics_paths:
+        unit = Path(metrics).parent
+        tag = "_".join(unit.parts[1:])
+        out.update({f"{tag}__{Path(f).stem}": c for c, f in figure_captions(unit / "figures")})
+    return out
 
 
 def summary_reports():

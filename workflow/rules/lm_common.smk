@@ -2,7 +2,8 @@
 from wsae_utils.lm_cache import declared_shards
 
 LM_ACTS = "results/lm/acts"
-LM_ACTS_MODULES = ["__init__", "config", "lm", "text", "lm_cache", "results", "hardware", "runlog", "plots", "nbrun"]
+LM_ACTS_MODULES = ["__init__", "config", "lm", "text", "lm_cache", "results", "hardware", "runlog", "plots", "nbrun",
+                   "reportkit", "console_tee"]
 
 
 def lm_acts_shards(layer=None):
