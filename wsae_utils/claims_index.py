@@ -140,7 +140,7 @@ nav a{margin-right:1em;font-size:0.9em}
 table{border-collapse:collapse;font-size:0.85em}td,th{border:1px solid #d0d7de;padding:3px 6px;vertical-align:top;
 text-align:left}th{background:#f6f8fa}
 table.claims{width:100%;table-layout:fixed;font-size:0.84em}table.claims td{padding:4px 6px}
-table.claims col.c{width:29%}table.claims col.v{width:11%}table.claims col.k{width:35%}table.claims col.p{width:16%}
+table.claims col.c{width:29%}table.claims col.v{width:12%}table.claims col.k{width:34%}table.claims col.p{width:16%}
 table.claims col.d{width:9%}
 .badge{display:inline-block;border-radius:1em;padding:1px 8px;font-weight:600;font-size:0.92em;white-space:nowrap;
 color:#fff}.badge.ok{background:#1a7f37}.badge.no{background:#b42318}.badge.undecided{background:#9a6700}
