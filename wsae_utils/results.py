@@ -219,10 +219,3 @@ def claims_table(found: list[dict[str, str]]) -> pd.DataFrame:
             "effect": next((json.dumps(_jsonable(c["effect"])) for c in _decided_first(mine) if c.get("effect")), ""),
         })
     return pd.DataFrame(rows)
-
-
-def conclusion_markdown(claims: list[dict[str, str]], summary: str = "") -> str:
-    """The closing cell of a report (see `reportkit.conclusion`, which owns the heading)."""
-    from .reportkit import conclusion
-
-    return conclusion(claims, summary)
