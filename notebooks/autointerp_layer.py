@@ -17,7 +17,7 @@
 
 # %% tags=["parameters"]
 out_dir = "results/dev/autointerp/layer4"
-device = "cpu"
+device = "auto"
 num_threads = 1
 layer = 4
 acts_dir = "results/lm/acts"
@@ -57,23 +57,23 @@ import torch
 from IPython.display import HTML, Markdown, display
 from safetensors.numpy import load_file
 
-from wsae_utils import autointerp as A
-from wsae_utils import autointerp_proxies as P
-from wsae_utils import lm as L
-from wsae_utils import lm_saes as S
-from wsae_utils.export import load_sae
-from wsae_utils.plots import save_figure, setup_style
-from wsae_utils.reportkit import conclusion
-from wsae_utils.results import write_metrics, write_table
+from wsae_utils.autointerp import proxies as P
+from wsae_utils.autointerp import scoring as A
+from wsae_utils.core.export import load_sae
+from wsae_utils.lm import model as L
+from wsae_utils.lm import saes as S
+from wsae_utils.run.plots import save_figure, setup_style
+from wsae_utils.run.reportkit import conclusion
+from wsae_utils.run.results import write_metrics, write_table
+from wsae_utils.run.setup import start_run
 from wsae_utils.runlog import log, progress
-from wsae_utils.train import start_run
 
 t_start = time.time()
 out, dev = start_run(out_dir, seed, device, num_threads)
 setup_style()
 llm = None
 if backend != "offline":  # an LLM backend fails here, within seconds, before any SAE pass
-    from wsae_utils import llm_client as C
+    from wsae_utils.autointerp import llm_client as C
 
     llm = C.make_backend(backend, llm_model, base_url=base_url, api_key_env=api_key_env or None,
                          allow_plain_http_key=allow_plain_http_key,
@@ -99,7 +99,7 @@ tokenizer = L.load_tokenizer(meta["model"], cache_dir=meta.get("model_cache", "r
 token_str = A.token_decoder(tokenizer)
 encode_text = None
 if vecs is not None:
-    from wsae_utils.llm_client import SentenceEncoder
+    from wsae_utils.autointerp.llm_client import SentenceEncoder
 
     encode_text = SentenceEncoder(device=str(dev)).encode
 record_cfg = A.RecordConfig(**{**protocol["record"], "n_latents": n_latents, "min_windows": min_windows,

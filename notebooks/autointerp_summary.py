@@ -21,7 +21,7 @@
 
 # %% tags=["parameters"]
 out_dir = "results/dev/autointerp/summary"
-device = "cpu"
+device = "auto"
 checks_dir = "results/autointerp/checks"
 layer_dirs = ["results/autointerp/layer4"]
 table = "results/tables/autointerp.csv"
@@ -40,11 +40,11 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from wsae_utils import autointerp as A
-from wsae_utils import autointerp_proxies as P
-from wsae_utils.plots import save_figure, setup_style
-from wsae_utils.reportkit import conclusion
-from wsae_utils.results import claim, read_metrics, write_metrics, write_table
+from wsae_utils.autointerp import proxies as P
+from wsae_utils.autointerp import scoring as A
+from wsae_utils.run.plots import save_figure, setup_style
+from wsae_utils.run.reportkit import conclusion
+from wsae_utils.run.results import claim, read_metrics, write_metrics, write_table
 
 t_start = time.time()
 out = Path(out_dir)
@@ -219,14 +219,7 @@ for be, scorer, _s in variants:
     gm = gains[(gains.layer == "mean") & (gains.alpha == amax)]
     lo, hi = (float(gm.ci_lo.iloc[0]), float(gm.ci_hi.iloc[0])) if len(gm) else (np.nan, np.nan)
     model = rows[rows.backend == be].model.iloc[0]
-    if be != "openai":
-        verdict, why = "not decidable here", f"{be} backend ({model}) is a plumbing check, not a capable judge."
-    elif lo > 0:
-        verdict, why = "reproduced", "the mean gain's CI is above 0."
-    elif hi < paper_gain / 100:
-        verdict, why = "not reproduced", f"the CI excludes the paper's +{paper_gain} points."
-    else:
-        verdict, why = "not decidable here", "the CI includes both 0 and the paper's gain: more latents needed."
+    verdict, why = A.table1_verdict(be, model, lo, hi, paper_gain / 100)
     metrics.update({f"{be}_gain_mean": float(gm.gain.iloc[0]) if len(gm) else None, f"{be}_gain_lo": lo,
                     f"{be}_gain_hi": hi})
     claims.append(claim(

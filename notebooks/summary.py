@@ -11,7 +11,7 @@
 # %% tags=["parameters"]
 reports = []  # [section, label, metrics.json path] per report of this run
 out_dir = "results/summary"
-device = "cpu"
+device = "auto"
 
 # %%
 import html
@@ -22,10 +22,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import HTML, Markdown, display
 
-from wsae_utils.claims_index import verdict_figure
-from wsae_utils.plots import save_figure, setup_style
-from wsae_utils.reportkit import conclusion
-from wsae_utils.results import CLAIMS, claims_table, read_metrics, write_metrics, write_table
+from wsae_utils.run.claims_index import verdict_figure
+from wsae_utils.run.plots import save_figure, setup_style
+from wsae_utils.run.reportkit import conclusion
+from wsae_utils.run.results import CLAIMS, claims_table, read_metrics, write_metrics, write_table
 
 setup_style()
 out = Path(out_dir)

@@ -11,10 +11,10 @@ import pytest
 import torch
 from safetensors.numpy import save_file
 
-from wsae_utils.export import save_sae
-from wsae_utils.lm_cache import write_meta
-from wsae_utils.nbrun import NotebookError, execute_notebook
-from wsae_utils.sae import SAEConfig, SparseAutoencoder
+from wsae_utils.core.export import save_sae
+from wsae_utils.core.sae import SAEConfig, SparseAutoencoder
+from wsae_utils.lm.cache import write_meta
+from wsae_utils.run.nbrun import NotebookError, execute_notebook
 
 pytestmark = pytest.mark.slow
 

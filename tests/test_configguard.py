@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from wsae_utils.configguard import ConfigFileError, check_configfile, cli_configfiles
+from wsae_utils.run.configguard import ConfigFileError, check_configfile, cli_configfiles
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
@@ -79,7 +79,7 @@ def test_without_the_profile_the_snakefile_still_refuses(tmp_path):
 
 
 def test_a_target_after_config_or_configfile_is_named_with_the_fix():
-    from wsae_utils.configguard import cli_order_errors
+    from wsae_utils.run.configguard import cli_order_errors
 
     assert cli_order_errors(["results/x.csv", "--configfile", "config/smoke.yaml", "--config", "device=cpu"]) == []
     errors = cli_order_errors(["-n", "--config", "device=cpu", "results/tables/toy_wsae.csv"])

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from report_checks import IndexPage, check_report, dead_links
 
-from wsae_utils import reportkit as rk
-from wsae_utils.claims_index import effect_of, ordered_columns, table_html, verdict_figure, write_index
-from wsae_utils.console_tee import ConsoleTee, compact
-from wsae_utils.results import CLAIMS, claim, claims_table
+from wsae_utils.run import reportkit as rk
+from wsae_utils.run.claims_index import effect_of, ordered_columns, table_html, verdict_figure, write_index
+from wsae_utils.run.console_tee import ConsoleTee, compact
+from wsae_utils.run.results import CLAIMS, claim, claims_table
 
 # -- reportkit -------------------------------------------------------------------------------------------------
 
@@ -165,8 +165,8 @@ def test_console_tee_prints_changed_progress_at_a_bounded_rate(tmp_path):
 def test_save_figure_records_its_caption(tmp_path):
     import matplotlib.pyplot as plt
 
-    from wsae_utils.claims_index import figure_captions
-    from wsae_utils.plots import save_figure
+    from wsae_utils.run.claims_index import figure_captions
+    from wsae_utils.run.plots import save_figure
 
     fig, _ = plt.subplots()
     save_figure(fig, tmp_path, "a_plot", caption="what it shows")

@@ -5,7 +5,7 @@
 use rule _notebook as summary with:
     input:
         nb=notebook("summary"),
-        code=code("claims_index"),
+        code=code("summary"),
         metrics=[r[2] for r in summary_reports()],
     output:
         metrics="results/summary/metrics.json",

@@ -4,14 +4,13 @@
 # Needs the lm section (activation cache, trained SAEs); scoring reruns need no LM pass.
 
 AI_DIR = "results/autointerp"
-AI_CODE = ["autointerp", "autointerp_proxies", "llm_client", "lm", "lm_saes", "text", "export"]
 
 
 if section_enabled("autointerp") and section_enabled("lm") and config["autointerp"].get("backend") == "openai":
 
     # An unreachable LLM server stops the run before any job starts (the checks notebook pings again).
     onstart:
-        from wsae_utils.llm_client import OpenAIChat
+        from wsae_utils.autointerp.llm_client import OpenAIChat
 
         OpenAIChat(
             config["autointerp"].get("base_url", ""), "ping", config["autointerp"].get("api_key_env") or None
@@ -23,7 +22,7 @@ if section_enabled("autointerp") and section_enabled("lm"):
     use rule _notebook as autointerp_checks with:
         input:
             nb=notebook("autointerp_checks"),
-            code=code(*AI_CODE),
+            code=code("autointerp_checks"),
             meta=f"{LM_ACTS}/meta.json",
             tokens=f"{LM_ACTS}/tokens.safetensors",
         output:
@@ -46,7 +45,7 @@ if section_enabled("autointerp") and section_enabled("lm"):
     use rule _notebook as autointerp_layer with:
         input:
             nb=notebook("autointerp_layer"),
-            code=code(*AI_CODE),
+            code=code("autointerp_layer"),
             protocol=f"{AI_DIR}/checks/protocol.json",
             vecs=f"{AI_DIR}/checks/window_vecs.safetensors",
             types=f"{AI_DIR}/checks/type_vecs.safetensors",
@@ -83,7 +82,7 @@ if section_enabled("autointerp") and section_enabled("lm"):
     use rule _notebook as autointerp_summary with:
         input:
             nb=notebook("autointerp_summary"),
-            code=code("autointerp", "autointerp_proxies"),
+            code=code("autointerp_summary"),
             checks=f"{AI_DIR}/checks/metrics.json",
             layers=[f"{AI_DIR}/layer{l}/{f}" for l in lm_layers() for f in ("rows.csv", "scores.csv", "metrics.json")],
         output:

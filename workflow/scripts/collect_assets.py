@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from wsae_utils.claims_index import figure_captions, table_html
+from wsae_utils.run.claims_index import figure_captions, table_html
 
 snakemake = globals()["snakemake"]  # injected by Snakemake
 claims_dir, tables, figures, pages = (Path(snakemake.output[k]) for k in ("claims", "tables", "figures", "pages"))

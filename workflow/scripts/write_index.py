@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from wsae_utils.claims_index import figure_captions, write_index
-from wsae_utils.results import write_table
+from wsae_utils.run.claims_index import figure_captions, write_index
+from wsae_utils.run.results import write_table
 
 snakemake = globals()["snakemake"]  # injected by Snakemake
 sections: dict[str, list] = {"Summary": [("Summary: one row per claim, with tests and numbers",
