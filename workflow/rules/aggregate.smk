@@ -54,7 +54,8 @@ rule report_assets:
         "logs/report_assets.log",
     params:
         table_captions={Path(t[1]).stem: t[0] for t in TABLES},
-        page_labels={"_".join(Path(r[2]).parent.parts[1:]): f"{r[0]}: {r[1]}" for r in REPORTS},
+        page_labels={"summary": "Summary: one row per claim"}
+        | {"_".join(Path(r[2]).parent.parts[1:]): f"{r[0]}: {r[1]}" for r in REPORTS},
         # Read when the report is built (a function of the inputs: Snakemake does not record it, so a caption
         # edit reruns nothing).
         figure_captions=lambda wildcards, input: figure_caption_map(input.metrics),

@@ -34,6 +34,9 @@ show = claims[["id", "claim", "verdict", "key_number", "paper", "test", "numbers
 (claims_dir / "claims.html").write_text(page("Claims of the paper: verdict, key number, the paper's number",
                                              table_html(show, "claims", per_page=len(show) or 1)))
 shutil.copy(snakemake.input.verdicts, claims_dir / "verdicts.png")
+summary_page = Path(snakemake.input.claims).parent / "report.html"
+if summary_page.is_file():
+    shutil.copy(summary_page, pages / "summary.html")
 for csv in snakemake.input.tables:
     df = pd.read_csv(csv)
     (tables / f"{Path(csv).stem}.html").write_text(page(Path(csv).stem, table_html(df, "t", per_page=len(df) or 1)))
