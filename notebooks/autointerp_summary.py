@@ -26,12 +26,15 @@ checks_dir = "results/autointerp/checks"
 layer_dirs = ["results/autointerp/layer4"]
 table = "results/tables/autointerp.csv"
 table1_csv = "results/tables/autointerp_table1.csv"
+human_table = ""
+latents_dir = ""
 proxy = "auto"
 paper_gain = 3.8
 n_boot = 2000
 seed = 0
 
 # %%
+import os
 import time
 from pathlib import Path
 
@@ -40,6 +43,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
+from wsae_utils.autointerp import human_ratings as H
 from wsae_utils.autointerp import proxies as P
 from wsae_utils.autointerp import scoring as A
 from wsae_utils.run.plots import save_figure, setup_style
@@ -134,6 +138,21 @@ for be, scorer, s in variants:
                             "gain_ci_hi": g.ci_hi.iloc[0] if len(g) else np.nan})
 t1 = pd.DataFrame(t1_rows, columns=["backend", "scorer", "validated", "layer", "alpha", "mean", "gain_vs_alpha0",
                                     "gain_ci_lo", "gain_ci_hi"])
+# The human backend (blind ratings, autointerp_human) joins Table 1 when any rating exists.
+human = pd.read_csv(human_table) if human_table and Path(human_table).is_file() else pd.DataFrame()
+if len(human) and (human.scorer == H.NO_RATINGS).all():
+    display(Markdown(f"**human**: {H.NO_RATINGS} (blind rating page of the latent browser); the row stays empty."))
+elif len(human):
+    display(Markdown("**human: blind ratings** (share of latents rated 'one meaning'; "
+                     + ("validated: raters put the plain SAE above the random one" if human.validated.iloc[0] else
+                        "**not validated**: raters did not put the plain SAE above the random one at every layer")
+                     + ")"))
+    display(human.round(3))
+if len(human):
+    t1 = pd.concat([t1, human[t1.columns]], ignore_index=True)
+if latents_dir:
+    display(Markdown(f"See the latents: [latent browser]({os.path.relpath(Path(latents_dir) / 'index.html', out)}),"
+                     f" [blind rating page]({os.path.relpath(Path(latents_dir) / 'rate.html', out)})."))
 write_table(t1, table1_csv)
 if chosen is None:
     display(Markdown("No offline proxy passed the planted latents and beat the random-weight SAE at every layer: "

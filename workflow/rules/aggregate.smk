@@ -71,6 +71,7 @@ rule index:
         verdicts="results/summary/figures/verdicts.png",
         reports=[r[2] for r in summary_reports()],
         tables=[t[1] for t in TABLES],
+        links=[l[2] for l in LINKS],
     output:
         index="results/index.html",
         benchmarks="results/tables/benchmarks.csv",
@@ -79,6 +80,7 @@ rule index:
     params:
         reports=REPORTS,
         tables=TABLES,
+        links=LINKS,
         title=config["title"],
         not_run=sections_not_run(),
     conda:

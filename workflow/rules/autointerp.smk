@@ -4,6 +4,7 @@
 # Needs the lm section (activation cache, trained SAEs); scoring reruns need no LM pass.
 
 AI_DIR = "results/autointerp"
+LATENTS_DIR = "results/latents"  # the latent browser's pages (workflow/rules/latents.smk)
 
 
 if section_enabled("autointerp") and section_enabled("lm") and config["autointerp"].get("backend") == "openai":
@@ -56,6 +57,9 @@ if section_enabled("autointerp") and section_enabled("lm"):
             metrics=f"{AI_DIR}/layer{{layer}}/metrics.json",
             rows=f"{AI_DIR}/layer{{layer}}/rows.csv",
             scores=f"{AI_DIR}/layer{{layer}}/scores.csv",
+            explanations=f"{AI_DIR}/layer{{layer}}/explanations.csv",
+            browse=f"{AI_DIR}/layer{{layer}}/browse.json",
+            browse_tensors=f"{AI_DIR}/layer{{layer}}/browse.safetensors",
         log:
             **nb_logs(f"{AI_DIR}/layer{{layer}}"),
         benchmark:
@@ -71,6 +75,7 @@ if section_enabled("autointerp") and section_enabled("lm"):
                     checks_dir=f"{AI_DIR}/checks",
                     train_rows=f"results/lm/train/layer{w.layer}/rows.csv",
                     sae_root="results/lm/saes",
+                    latents_dir=LATENTS_DIR,
                 ),
                 wildcard_examples(layer=lm_layers()),
             ),
@@ -85,6 +90,7 @@ if section_enabled("autointerp") and section_enabled("lm"):
             code=code("autointerp_summary"),
             checks=f"{AI_DIR}/checks/metrics.json",
             layers=[f"{AI_DIR}/layer{l}/{f}" for l in lm_layers() for f in ("rows.csv", "scores.csv", "metrics.json")],
+            human="results/tables/autointerp_human.csv",
         output:
             metrics=f"{AI_DIR}/summary/metrics.json",
             table="results/tables/autointerp.csv",
@@ -103,6 +109,8 @@ if section_enabled("autointerp") and section_enabled("lm"):
                     layer_dirs=[f"{AI_DIR}/layer{l}" for l in lm_layers()],
                     table="results/tables/autointerp.csv",
                     table1_csv="results/tables/autointerp_table1.csv",
+                    human_table="results/tables/autointerp_human.csv",
+                    latents_dir=LATENTS_DIR,
                 )
             ),
         threads: 1

@@ -126,6 +126,7 @@ def nb_logs(out_dir):
 REPORTS = []  # (section, label, html path)
 TABLES = []  # (caption, csv path)
 FIGURES = []  # (caption, png path): the main figures, shown once in the index and tagged for --report
+LINKS = []  # (section, label, html path): pages that are not notebook reports (the latent browser), in the index
 
 
 def figure_caption_map(metrics_paths):
