@@ -12,13 +12,33 @@ BIN := $(VENV)/bin
 RES := resources
 DEBS := $(RES)/debs
 
-.PHONY: run test setup setup-test data lint dry-run clean-results bench
+.PHONY: run test setup setup-test data lint dry-run clean-results bench part venv-here screenshots
 
 run: setup data
 	$(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES) $(SNAKEMAKE_ARGS)
 
 test: setup-test data
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# One section (or one notebook) into runs/<PART>/, apart from the full run's results/: its own results/, logs and
+# .snakemake/ there, the other sections switched off. PART: toy, lm, vision or "lm autointerp" (autointerp scores
+# the lm section's SAEs); CONFIG: the config file (config/smoke.yaml: tiny); TARGETS: e.g. results/toy/wsae/metrics.json
+# for one notebook (default: the section, its summary and index).
+PART ?= toy
+CONFIG ?= config/config.yaml
+TARGETS ?=
+SECTIONS := toy lm vision autointerp
+empty :=
+space := $(empty) $(empty)
+part: setup data
+	$(BIN)/snakemake --workflow-profile workflow/profiles/default --directory runs/$(subst $(space),-,$(strip $(PART))) \
+	  $(TARGETS) --cores $(CORES) $(SNAKEMAKE_ARGS) --configfile $(abspath $(CONFIG)) \
+	  --config $(foreach s,$(SECTIONS),$(if $(filter $(s),$(PART)),,'$(s)={"enabled": false}'))
+
+# Screenshots of results/index.html and every report at 1400 x 900 in headless Chromium (Debian chromium), with
+# layout checks (claims on the first screen, nothing wider than the window): results/screenshots/.
+screenshots: setup
+	$(BIN)/python workflow/scripts/screenshots.py results --out results/screenshots
 
 # SAE-step benchmark vs SAELens and sparsify (minutes; by hand, never in the tests). BENCH_ARGS="--shapes toy" etc.
 BENCH_ARGS ?=
@@ -33,8 +53,17 @@ lint: setup-test
 	$(BIN)/ruff check wsae_utils tests notebooks benchmarks workflow/scripts
 	$(BIN)/snakemake --lint
 
-setup: $(VENV)/.run-stamp
-setup-test: $(VENV)/.test-stamp
+setup: venv-here $(VENV)/.run-stamp
+setup-test: venv-here $(VENV)/.test-stamp
+
+# A venv is tied to its folder (its scripts name their interpreter by absolute path, and the editable install
+# points at the checkout it was made in): after the checkout moved, make it again here (only a venv inside the
+# checkout; a VENV elsewhere is left alone).
+venv-here:
+	@case "$(abspath $(VENV))" in "$(CURDIR)"/*) \
+	  if [ -d $(VENV) ] && ! $(BIN)/python -c "import pathlib, sys, wsae_utils; sys.exit(not pathlib.Path(wsae_utils.__file__).resolve().is_relative_to(pathlib.Path.cwd().resolve()))" 2>/dev/null; then \
+	    echo "$(VENV) belongs to another folder (the checkout moved, or it is incomplete): making it again"; rm -rf $(VENV); fi;; \
+	esac
 data: $(RES)/data/fashion-mnist/.done $(RES)/data/janeaustenr/.done \
       $(RES)/data/fashion-mnist/.version $(RES)/data/janeaustenr/.version
 

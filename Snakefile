@@ -33,5 +33,8 @@ rule all:
         # Snakemake rebuilds a missing intermediate only when a target asks for it (an up-to-date summary does not):
         # the default target names every file the summary and index read, so deleting one reruns its rule and them.
         "results/summary/claims.csv",
+        # The pages of `snakemake --report` (directories: named here rather than as an input of a job, so a copy of
+        # the checkout that resets modification times reruns nothing for them).
+        rules.report_assets.output,
         [r[2] for r in summary_reports()],
         [t[1] for t in TABLES],

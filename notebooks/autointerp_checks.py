@@ -68,7 +68,8 @@ from wsae_utils.lm import model as L
 from wsae_utils.lm import saes as S
 from wsae_utils.paths import atomic_write_text
 from wsae_utils.run.plots import save_figure, setup_style
-from wsae_utils.run.results import conclusion_markdown, write_metrics, write_table
+from wsae_utils.run.reportkit import conclusion
+from wsae_utils.run.results import write_metrics, write_table
 from wsae_utils.run.setup import start_run
 from wsae_utils.runlog import log
 
@@ -79,11 +80,6 @@ if backend == "openai":  # fail within seconds, before any work, when the LLM se
     from wsae_utils.autointerp.llm_client import OpenAIChat
 
     OpenAIChat(base_url, "ping", api_key_env or None, allow_plain_http_key=allow_plain_http_key).check()
-settings = {k: globals()[k] for k in (
-    "acts_dir", "max_contexts", "window", "n_explain", "n_explain_non", "n_test_act", "n_test_non", "n_quantiles",
-    "highlight_frac", "lexical_max_rules", "context_max_rules", "min_precision", "min_support", "coverage", "near",
-    "embed", "planted_density", "backend", "n_boot", "seed", "num_threads", "device")}
-display(pd.DataFrame([settings]).T.rename(columns={0: "value"}))
 
 # %% [markdown]
 # ## Held-out tokens and windows
@@ -195,11 +191,7 @@ display(Markdown(
         for r in failed.itertuples()) + ".")))
 
 # %% [markdown]
-# ## Conclusion
-# This report judges no paper claim: it shows which offline proxies respond to a latent's meaning (planted
-# latents in range, random firing and shuffled explanations at chance). The proxy that drives the default
-# Table-1 verdict is chosen in `autointerp_summary` by its trained-vs-random-SAE margin, among proxies that pass
-# here.
+# ## Which proxies pass the planted-latent checks?
 
 # %%
 proxy_ok = {p: bool(g.as_expected.astype(bool).all()) for p, g in checked.groupby("proxy")}
@@ -218,6 +210,12 @@ metrics = {"n_contexts": n_ctx, "n_windows": windows.n, "embed_seconds": t_embed
 for r in scores.itertuples():
     metrics[f"planted_{r.planted}_{r.proxy}"] = r.score
 claims: list = []
-display(Markdown(conclusion_markdown(claims)))
+passing = [p for p, ok in proxy_ok.items() if ok]
+display(Markdown(conclusion(summary=
+    "This report judges no paper claim: it shows which offline proxies respond to a latent's meaning (planted "
+    "latents in range, random firing and shuffled explanations at chance). The proxy that drives the default "
+    "Table-1 verdict is chosen in `autointerp_summary` by its trained-vs-random-SAE margin, among proxies that "
+    f"pass here: {', '.join(passing) or 'none'} ({len(checked) - len(failed)} of {len(checked)} planted-latent "
+    "expectations hold).")))
 metrics["claims"] = claims
-metrics_path = write_metrics(out / "metrics.json", metrics, **settings)
+metrics_path = write_metrics(out / "metrics.json", metrics)

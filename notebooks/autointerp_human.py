@@ -35,13 +35,13 @@ from pathlib import Path
 from IPython.display import Markdown, display
 
 from wsae_utils.autointerp import human_ratings as H
-from wsae_utils.run.results import claim, conclusion_markdown, write_metrics, write_table
+from wsae_utils.run.reportkit import conclusion, report_setup
+from wsae_utils.run.results import claim, write_metrics, write_table
 
 t_start = time.time()
+report_setup()
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
-settings = {k: globals()[k] for k in ("ratings_dir", "rating_key", "table", "min_overlap", "n_boot", "seed",
-                                      "device")}
 key = H.load_key(rating_key)
 files = sorted(Path(ratings_dir).glob("*.json")) if Path(ratings_dir).is_dir() else []
 ratings = H.read_ratings(files, key)  # a bad file stops here, naming the file and the problem
@@ -76,7 +76,7 @@ display(agree.round(3) if len(agree) else Markdown(
     "No two raters share enough cards for an agreement measure." if len(ratings) else H.NO_RATINGS + "."))
 
 # %% [markdown]
-# ## Conclusion
+# ## The lm-table1 verdict from the human ratings
 
 # %%
 rated = len(ratings) > 0
@@ -106,8 +106,14 @@ claims = [claim(
     f"Blind human ratings (share of latents rated 'one meaning', SAE hidden and shuffled): gain of α = {amax:g} over "
     "α = 0, mean over layers, 95 % bootstrap CI over cards; decided only when the raters put the plain SAE above the "
     "random-weight SAE (CI above 0) at every rated layer. Reproduced if the CI is above 0, not reproduced if below.",
-    numbers, verdict, why)]
-display(Markdown(conclusion_markdown(claims)))
+    numbers, verdict, why,
+    key_number=(f"human raters, α = {amax:g} − α = 0: {metrics['human_gain']:+.3f} [{metrics['human_gain_lo']:+.3f}, "
+                f"{metrics['human_gain_hi']:+.3f}] (mean over layers)" if "human_gain" in metrics else H.NO_RATINGS),
+    paper="+3.8 points (76.4 → 80.2 %, Llama-3.1-8B judge)",
+    effect={"name": f"human 'one meaning' share, α = {amax:g} − α = 0", "paper": 0.038,
+            "points": [{"label": "mean over layers", "value": metrics["human_gain"], "lo": metrics["human_gain_lo"],
+                        "hi": metrics["human_gain_hi"]}] if "human_gain" in metrics else []})]
+display(Markdown(conclusion(claims)))
 metrics["claims"] = claims
 metrics["total_seconds"] = time.time() - t_start
-metrics_path = write_metrics(out / "metrics.json", metrics, **settings)
+metrics_path = write_metrics(out / "metrics.json", metrics)

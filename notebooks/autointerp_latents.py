@@ -48,15 +48,13 @@ from wsae_utils.autointerp import latent_pages as LP
 from wsae_utils.autointerp import scoring as A
 from wsae_utils.lm import model as L
 from wsae_utils.lm import saes as S
-from wsae_utils.run.results import conclusion_markdown, read_metrics, write_metrics, write_table
+from wsae_utils.run.reportkit import conclusion, report_setup
+from wsae_utils.run.results import read_metrics, write_metrics, write_table
 
 t_start = time.time()
+report_setup()
 out, pages = Path(out_dir), Path(pages_dir)
 out.mkdir(parents=True, exist_ok=True)
-settings = {k: globals()[k] for k in ("layer_dirs", "acts_dir", "pages_dir", "n_top", "n_bands", "n_per_band",
-                                      "n_bins", "match_min_cos", "n_compare_top", "n_rate_cards", "n_rate_top", "n_rate_low",
-                                      "max_page_mb", "seed", "device")}
-display(pd.DataFrame([settings]).T.rename(columns={0: "value"}))
 
 # %% [markdown]
 # ## Inputs: each layer's browser data, proxy scores and explanations
@@ -124,24 +122,21 @@ else:
     summary = pd.DataFrame()
     display(Markdown("No plain SAE (α = 0) among the main SAEs: no side-by-side matches."))
 
-# %% [markdown]
-# ## Conclusion
-# No claim of the paper is tested here: this report builds the pages, checks that each stays under the size limit
-# and names no network resource, and hands the blind session's key (`rating_key.json`, next to this report, never
-# linked from a page) to `autointerp_human`.
-
 # %%
 too_big = stats[stats.MB > max_page_mb]
 networked = stats[stats.network_refs > 0]
 if len(too_big) or len(networked):
     raise RuntimeError(f"pages over {max_page_mb} MB: {too_big.page.tolist()}; pages naming a network resource: "
                        f"{networked.page.tolist()}")
-display(Markdown(f"{len(stats)} pages, largest {stats.MB.max():.2f} MB (limit {max_page_mb} MB), none naming a "
-                 f"network resource; blind session `{built['key_id']}` with {built['n_rate_cards']} cards."))
 claims: list = []
-display(Markdown(conclusion_markdown(claims)))
+display(Markdown(conclusion(summary=
+    "No claim of the paper is tested here: this report builds the pages, checks that each stays under the size "
+    "limit and names no network resource, and hands the blind session's key (`rating_key.json`, next to this "
+    "report, never linked from a page) to `autointerp_human`. "
+    f"{len(stats)} pages, largest {stats.MB.max():.2f} MB (limit {max_page_mb} MB), none naming a network resource; "
+    f"blind session `{built['key_id']}` with {built['n_rate_cards']} cards.")))
 metrics = {"n_pages": len(stats), "max_page_mb": float(stats.MB.max()), "total_mb": float(stats.MB.sum()),
            "key_id": built["key_id"], "n_rate_cards": built["n_rate_cards"], "pages_seconds": t_pages,
            "matched_share": {f"layer{r.layer}/{r.other}": r.matched for r in summary.itertuples()} if len(summary)
            else {}, "total_seconds": time.time() - t_start, "claims": claims}
-metrics_path = write_metrics(out / "metrics.json", metrics, **settings)
+metrics_path = write_metrics(out / "metrics.json", metrics)

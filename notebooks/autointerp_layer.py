@@ -67,18 +67,14 @@ from wsae_utils.core.export import load_sae
 from wsae_utils.lm import model as L
 from wsae_utils.lm import saes as S
 from wsae_utils.run.plots import save_figure, setup_style
-from wsae_utils.run.results import conclusion_markdown, write_metrics, write_table
+from wsae_utils.run.reportkit import conclusion
+from wsae_utils.run.results import write_metrics, write_table
 from wsae_utils.run.setup import start_run
 from wsae_utils.runlog import log, progress
 
 t_start = time.time()
 out, dev = start_run(out_dir, seed, device, num_threads)
 setup_style()
-settings = {k: globals()[k] for k in (
-    "layer", "acts_dir", "checks_dir", "train_rows", "sae_root", "extra_saes", "n_latents", "min_windows",
-    "random_sae_seed", "backend", "llm_model", "base_url", "api_key_env", "concurrency", "max_retries", "timeout_s",
-    "temperature", "max_tokens", "per_prompt", "n_llm_latents", "n_cards", "n_logit_tokens", "latents_dir", "seed",
-    "num_threads", "device")}
 llm = None
 if backend != "offline":  # an LLM backend fails here, within seconds, before any SAE pass
     from wsae_utils.autointerp import llm_client as C
@@ -90,9 +86,6 @@ if backend != "offline":  # an LLM backend fails here, within seconds, before an
                          seed=seed)
     if backend == "openai":
         llm.check()
-display(pd.DataFrame([{k: v for k, v in settings.items() if backend != "offline" or k not in (
-    "llm_model", "base_url", "api_key_env", "concurrency", "max_retries", "timeout_s", "temperature", "max_tokens",
-    "per_prompt", "n_llm_latents")}]).T.rename(columns={0: "value"}))
 
 # %% [markdown]
 # ## Inputs: the protocol, the held-out windows, the SAEs of this layer
@@ -296,7 +289,8 @@ sns.boxplot(data=plot, x="proxy", y="score", hue="sae", ax=ax, fliersize=1.5, li
 ax.axhline(0.5, color="k", lw=0.8, ls="--")
 ax.set(title=f"Layer {layer}: per-latent scores (dashed: chance); random = random-weight SAE", xlabel="")
 ax.legend(fontsize=7, ncols=3)
-save_figure(fig, out, "scores")
+save_figure(fig, out, "scores", caption=f"Layer {layer}: per-latent proxy scores of every SAE and of a "
+                                         "random-weight SAE (dashed: chance)")
 plt.show()
 
 # %% [markdown]
@@ -339,17 +333,9 @@ for name, rec in records.items():
         html += [card(name, int(i)) for i in rng.choice(len(rec), size=min(n_cards, len(rec)), replace=False)]
 display(HTML("".join(html)))
 
-# %% [markdown]
-# ## Conclusion
-# Numbers for `autointerp_summary` (Table 1 and the claim verdict): `rows.csv` here. Per SAE, which proxies clear
-# the random-weight floor:
-
 # %%
 main = table[(table.sae != "random")]
 clear = main[main.margin_lo > 0].groupby("sae").scorer.apply(lambda s: ", ".join(s)).to_dict()
-display(Markdown("\n".join(f"- **{n}**{' (flagged untrained)' if info[n]['untrained'] else ''}: "
-                           f"{clear.get(n, 'no proxy')} above the random SAE (margin CI > 0)"
-                           for n in records if n != "random")))
 metrics = {"layer": layer, "n_saes": len(saes), "n_encoded": len(topk), "encode_seconds": t_encode, "score_seconds": t_score, "browse_seconds": t_browse,
            "llm_seconds": t_llm, "total_seconds": time.time() - t_start, "backend": backend,
            "llm_requests": getattr(llm, "n_requests", None),
@@ -358,6 +344,10 @@ for r in table.itertuples():
     metrics[f"{r.sae.replace('/', '_')}_{r.scorer}_mean"] = r.mean
     metrics[f"{r.sae.replace('/', '_')}_{r.scorer}_margin"] = r.margin
 claims: list = []
-display(Markdown(conclusion_markdown(claims)))
+display(Markdown(conclusion(summary=
+    "Numbers for `autointerp_summary` (Table 1 and the claim verdict): `rows.csv` here. Per SAE, which proxies "
+    "clear the random-weight floor:\n\n" + "\n".join(
+        f"- **{n}**{' (flagged untrained)' if info[n]['untrained'] else ''}: "
+        f"{clear.get(n, 'no proxy')} above the random SAE (margin CI > 0)" for n in records if n != "random"))))
 metrics["claims"] = claims
-metrics_path = write_metrics(out / "metrics.json", metrics, **settings)
+metrics_path = write_metrics(out / "metrics.json", metrics)

@@ -47,14 +47,13 @@ from wsae_utils.autointerp import human_ratings as H
 from wsae_utils.autointerp import proxies as P
 from wsae_utils.autointerp import scoring as A
 from wsae_utils.run.plots import save_figure, setup_style
-from wsae_utils.run.results import claim, conclusion_markdown, read_metrics, write_metrics, write_table
+from wsae_utils.run.reportkit import conclusion
+from wsae_utils.run.results import claim, read_metrics, write_metrics, write_table
 
 t_start = time.time()
 out = Path(out_dir)
 (out / "figures").mkdir(parents=True, exist_ok=True)
 setup_style()
-settings = {k: globals()[k] for k in ("checks_dir", "layer_dirs", "table", "table1_csv", "human_table", "latents_dir",
-                                      "proxy", "paper_gain", "n_boot", "seed", "device")}
 checks = read_metrics(Path(checks_dir) / "metrics.json")
 rows = pd.concat([pd.read_csv(Path(d) / "rows.csv") for d in layer_dirs], ignore_index=True)
 scores = pd.concat([pd.read_csv(Path(d) / "scores.csv").assign(
@@ -93,7 +92,8 @@ for j, (_p, g) in enumerate(base0.groupby("scorer")):
 ax.set_xticks(range(base0.scorer.nunique()), sorted(base0.scorer.unique()), rotation=20)
 ax.axhline(0, color="k", lw=0.8)
 ax.set(ylabel="margin over random SAE", title="Plain SAE (α = 0) vs random-weight SAE, per layer (95 % CI)")
-save_figure(fig, out, "proxy_margins")
+save_figure(fig, out, "proxy_margins", caption="Margin of the plain SAE (α = 0) over a random-weight SAE per "
+                                                "proxy and layer, 95 % CI")
 plt.show()
 
 # %% [markdown]
@@ -172,11 +172,12 @@ for ax, (be, scorer, s) in zip(axes[0], variants, strict=False):
         (" (proxy; dotted: random SAE)" if scorer == chosen else " (NOT validated; dotted: random SAE)")
         if be == "offline" else ""))
     ax.legend(fontsize=7)
-save_figure(fig, out, "table1")
+save_figure(fig, out, "table1", caption="Table 1 as a figure: mean score per α and layer for each backend "
+                                         "(offline: the chosen proxy; dotted: random SAE)")
 plt.show()
 
 # %% [markdown]
-# ## Conclusion
+# ## The lm-table1 verdict per backend
 
 # %%
 amax = max((a for a in rows.alpha.dropna().unique()), default=0.0)
@@ -214,13 +215,22 @@ if chosen is not None:
         "not decidable here",
         "The paper's score is an LLM's detection/fuzzing accuracy (Llama-3.1-8B); no capable LLM installs offline. "
         "The proxy measures how well token/context rules or MiniLM similarity separate a latent's windows, a "
-        "different quantity; do not read its direction as the paper's."))
+        "different quantity; do not read its direction as the paper's.",
+        key_number=f"'{chosen}' proxy, α = {amax:g} − α = 0: " + (
+            f"{gm.gain.iloc[0]:+.3f} [{gm.ci_lo.iloc[0]:+.3f}, {gm.ci_hi.iloc[0]:+.3f}] (mean over layers)"
+            if len(gm) else "no gain row"),
+        paper=f"+{paper_gain:g} points (76.4 → 80.2 %, Llama-3.1-8B judge)",
+        effect={"name": f"score gain α = {amax:g} − α = 0 (offline proxy, not the paper's metric)",
+                "points": [{"label": "mean" if r.layer == "mean" else f"layer {r.layer}", "value": r.gain,
+                            "lo": r.ci_lo, "hi": r.ci_hi} for r in gains[gains.alpha == amax].itertuples()],
+                "paper": paper_gain / 100}))
 else:
     claims.append(claim(
         "lm-table1", "Offline proxies, each required to beat a random-weight SAE of the same shape at every layer "
         "(margin CI > 0) and to pass the planted-latent checks.",
         f"No proxy qualifies: {margins}.", "not decidable here",
-        "Not decidable offline: no offline proxy tells a trained SAE from a random one here, so it cannot rank α."))
+        "Not decidable offline: no offline proxy tells a trained SAE from a random one here, so it cannot rank α.",
+        key_number="no offline proxy qualifies", paper=f"+{paper_gain:g} points (76.4 → 80.2 %, Llama-3.1-8B judge)"))
 for be, scorer, _s in variants:
     if be == "offline":
         continue
@@ -236,10 +246,16 @@ for be, scorer, _s in variants:
         f"accuracy; gain of α = {amax:g} over α = 0, mean over layers, 95 % bootstrap CI. Reproduced if the CI is "
         f"above 0; not reproduced if it lies below the paper's +{paper_gain} points.",
         f"gains {gain_text(gains)}; mean row " + ", ".join(f"α={a:g}: {v:.3f}" for a, v in piv.loc["mean"].items()),
-        verdict, why))
+        verdict, why,
+        key_number=f"{model}: α = {amax:g} − α = 0: " + (f"{gm.gain.iloc[0]:+.3f} [{lo:+.3f}, {hi:+.3f}] (mean over "
+                                                         "layers)" if len(gm) else "no gain row"),
+        paper=f"+{paper_gain:g} points (76.4 → 80.2 %, Llama-3.1-8B judge)",
+        effect={"name": f"LLM score gain α = {amax:g} − α = 0 ({be})", "paper": paper_gain / 100,
+                "points": [{"label": "mean" if r.layer == "mean" else f"layer {r.layer}", "value": r.gain,
+                            "lo": r.ci_lo, "hi": r.ci_hi} for r in gains[gains.alpha == amax].itertuples()]}))
 display(Markdown(f"Chosen offline proxy: **{chosen or 'none (not decidable offline)'}**. Proxy margins at α = 0: "
                  f"{margins}."))
 metrics["total_seconds"] = time.time() - t_start
-display(Markdown(conclusion_markdown(claims)))
+display(Markdown(conclusion(claims)))
 metrics["claims"] = claims
-metrics_path = write_metrics(out / "metrics.json", metrics, **settings)
+metrics_path = write_metrics(out / "metrics.json", metrics)

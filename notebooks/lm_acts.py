@@ -6,7 +6,7 @@
 # any SAE setting reruns no LM pass. This report states what was run: which model and weights (file and hash),
 # which layers, which text (training contexts drawn from **every** training document, shuffled with a seed; the
 # held-out document never seen by calibration or training), how many tokens, how fast, and how the per-dimension
-# variance (the WSAE proxy s_i, γ = s^α) is spread — a few outlier dimensions dominate it.
+# variance (the WSAE proxy s_i, γ = sᵅ) is spread — a few outlier dimensions dominate it.
 #
 # Layout of the cache (`acts_dir`): `tokens.safetensors` (int32 `train`, `heldout` [contexts, ctx], position 0 =
 # BOS), `meta.json`, `layer{L}/{split}-{i:05d}.safetensors` with `acts` [contexts, ctx, d_model] (BOS included).
@@ -43,18 +43,17 @@ from wsae_utils.lm import cache as C
 from wsae_utils.lm import model as L
 from wsae_utils.lm import text as T
 from wsae_utils.run.plots import save_figure, setup_style
-from wsae_utils.run.results import conclusion_markdown, write_metrics, write_table
+from wsae_utils.run.reportkit import conclusion, run_parameters
+from wsae_utils.run.results import write_metrics, write_table
 from wsae_utils.run.setup import start_run
 
 t_start = time.time()
 out, dev = start_run(out_dir, seed, device, num_threads)
 setup_style()
 layers = sorted({int(x) for x in layers})
-settings = {k: globals()[k] for k in (
-    "model", "model_cache", "corpus", "data_dir", "eval_doc", "layers", "context_size", "train_tokens",
-    "heldout_tokens", "batch_contexts", "shard_contexts", "acts_dtype", "lm_dtype", "seed", "num_threads",
-    "device")}
-display(pd.DataFrame([settings]).T.rename(columns={0: "value"}))
+# The cache records the settings it was written with (readers and the workflow compare them): the runner's record
+# of this run's resolved parameters, with the layers as used (sorted, unique).
+settings = {**run_parameters(), "layers": layers}
 
 # %% [markdown]
 # ## Model and weights
@@ -119,7 +118,7 @@ display(Markdown(f"LM pass: **{meta['lm_tokens']:,} tokens in {meta['lm_seconds'
                  f"{lm.n_layers}); shards stored as {acts_dtype}."))
 
 # %% [markdown]
-# ## Per-dimension variance on the training split (the WSAE proxy) and how concentrated γ² = Var^{2α} is
+# ## Per-dimension variance on the training split (the WSAE proxy) and how concentrated γ² = Var²ᵅ is
 
 # %%
 stats, var_rows = {}, []
@@ -128,7 +127,7 @@ for l in layers:
     var = stats[l]["var"]
     row = {"layer": l, "tokens": int(stats[l]["n_tokens"]), "var max / median": float(var.max() / var.median())}
     for a in (0.5, 1.0):
-        w = var.double().pow(2 * a).sort(descending=True).values  # γ² = Var^(2α): weight on the squared error
+        w = var.double().pow(2 * a).sort(descending=True).values  # γ² = Var²ᵅ: weight on the squared error
         row.update({f"α={a:g} top-1 share of γ²": float(w[0] / w.sum()),
                     f"α={a:g} top-10 share of γ²": float(w[:10].sum() / w.sum())})
     var_rows.append(row)
@@ -140,13 +139,9 @@ for l in layers:
 ax.set(yscale="log", xscale="log", xlabel="dimension (sorted by variance)", ylabel="variance s_i",
        title=f"{model}: per-dimension variance of the residual stream")
 ax.legend()
-save_figure(fig, out, "variance_spectrum")
+save_figure(fig, out, "variance_spectrum",
+            caption="Per-dimension variance of the residual stream at each cached layer, sorted (log-log)")
 plt.show()
-
-# %% [markdown]
-# ## What this produced
-# No paper claim is judged here; the cache feeds `lm_train` (SAEs), `lm_sae` (evaluation) and the
-# auto-interpretability stage.
 
 # %%
 metrics = {
@@ -161,13 +156,13 @@ metrics = {
 for r in var_rows:
     metrics[f"top1_gamma2_share_alpha1_l{r['layer']}"] = r["α=1 top-1 share of γ²"]
 claims: list = []
-display(Markdown(
-    f"Cached {len(layers)} layers of **{model}** ({weights['hub_id']}; {weights['quantisation']}): "
+display(Markdown(conclusion(summary=
+    "No paper claim is judged here; the cache feeds `lm_train` (SAEs), `lm_sae` (evaluation) and the "
+    f"auto-interpretability stage. Cached {len(layers)} layers of **{model}** ({weights['hub_id']}; {weights['quantisation']}): "
     f"{metrics['train_tokens']:,} training tokens from all {len(train_docs)} training documents and "
     f"{metrics['heldout_tokens']:,} held-out tokens of {', '.join(held_docs)}, at "
     f"{metrics['lm_tokens_per_second']:.0f} LM tokens/s. At α = 1 the largest single dimension carries "
     f"{max(r['α=1 top-1 share of γ²'] for r in var_rows):.1%} of γ² (see `lm_train` for what that does to "
-    "training)."))
-display(Markdown(conclusion_markdown(claims)))
+    "training).")))
 metrics["claims"] = claims
-_ = write_metrics(out / "metrics.json", metrics, **settings)
+_ = write_metrics(out / "metrics.json", metrics)

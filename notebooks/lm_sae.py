@@ -48,16 +48,13 @@ from wsae_utils.lm import fidelity as E
 from wsae_utils.lm import model as L
 from wsae_utils.lm import saes as S
 from wsae_utils.run.plots import save_figure, setup_style
-from wsae_utils.run.results import conclusion_markdown, write_metrics, write_table
+from wsae_utils.run.reportkit import conclusion
+from wsae_utils.run.results import write_metrics, write_table
 from wsae_utils.run.setup import start_run
 
 t_start = time.time()
 out, dev = start_run(out_dir, boot_seed, device, num_threads)
 setup_style()
-settings = {k: globals()[k] for k in (
-    "acts_dir", "train_dir", "layer", "ce_contexts", "ce_seed", "heldout_contexts", "batch_contexts",
-    "n_outlier_dims", "n_boot", "boot_seed", "min_ce_recovered", "min_baseline_gap", "num_threads", "device")}
-display(pd.DataFrame([settings]).T.rename(columns={0: "value"}))
 meta = S.read_meta(acts_dir)
 trained = pd.read_csv(Path(train_dir) / "rows.csv")
 saes = {r.sae: load_sae(r.dir, dev)[0].eval() for r in trained.itertuples()}
@@ -137,7 +134,7 @@ display(diff.pivot(index=["sae", "baseline"], columns="metric", values="Δ [95 %
 
 # %% [markdown]
 # ## FVU per dimension against the dimension's variance
-# Where the weighted SAEs put their capacity: with γ² ∝ Var^{2α} the high-variance dimensions are reconstructed
+# Where the weighted SAEs put their capacity: with γ² ∝ Var²ᵅ the high-variance dimensions are reconstructed
 # better and the rest worse.
 
 # %%
@@ -150,16 +147,13 @@ ax.set(xscale="log", yscale="log", xlabel="training variance of the dimension",
        ylabel="held-out FVU of the dimension", title=f"layer {layer}: per-dimension FVU")
 ax.axhline(1, color="grey", lw=0.8, ls="--")
 ax.legend(fontsize=7, markerscale=3)
-save_figure(fig, out, "per_dim_fvu")
+save_figure(fig, out, "per_dim_fvu", caption=f"Layer {layer}: held-out FVU of each residual dimension against "
+                                              "its training variance, per SAE")
 plt.show()
 
 # %%
 write_table(wide, out / "rows.csv")
 _ = write_table(long.assign(layer=layer), out / "long.csv")
-
-# %% [markdown]
-# ## Conclusion
-# Per-layer numbers; the α effect across layers, per Γ variant, is judged in the LM summary (`lm-fidelity`).
 
 # %%
 metrics = {"layer": layer, "eval_tokens": n_tokens, "eval_contexts": int(pc.n_rows.numel()),
@@ -171,9 +165,10 @@ for r in wide_rows:
             metrics[f"{key}_{m}"] = r[m]
     metrics[f"{key}_faithful"] = r["faithful"]
 faithful = [r["sae"] for r in wide_rows if r["faithful"] == "faithful" and not r["untrained"]]
-display(Markdown(f"Layer {layer}: faithful by the rule above: {', '.join(faithful) or 'none'}; "
-                 f"untrained (excluded): {', '.join(wide.sae[wide.untrained]) or 'none'}."))
 claims: list = []
-display(Markdown(conclusion_markdown(claims)))
+display(Markdown(conclusion(summary=
+    "Per-layer numbers; the α effect across layers, per Γ variant, is judged in the LM summary (`lm-fidelity`). "
+    f"Layer {layer}: faithful by the rule above: {', '.join(faithful) or 'none'}; "
+    f"untrained (excluded): {', '.join(wide.sae[wide.untrained]) or 'none'}.")))
 metrics["claims"] = claims
-_ = write_metrics(out / "metrics.json", metrics, **settings)
+_ = write_metrics(out / "metrics.json", metrics)

@@ -7,7 +7,7 @@
 # and CE-loss recovered on the held-out novel, with 95 % bootstrap CIs over contexts (from `lm_sae`), the
 # permuted-γ control, and which SAEs were flagged untrained (never used for a verdict).
 #
-# **Test** (paper's Γ = Var^α, every α > 0 and layer, trained SAEs only): *comparable* when the CI of
+# **Test** (paper's Γ = Varᵅ, every α > 0 and layer, trained SAEs only): *comparable* when the CI of
 # Δ CE recovered (α − 0) lies above −`ce_tolerance`; *not comparable* when the whole CI lies below
 # −`ce_tolerance`; otherwise undecided. Reproduced if every usable (layer, α) is comparable, not reproduced if any
 # is not comparable, else not decidable. None usable (all untrained, or a degenerate zero-ablation baseline) → not
@@ -29,14 +29,14 @@ from IPython.display import Markdown, display
 
 from wsae_utils.lm import fidelity as E
 from wsae_utils.run.plots import save_figure, setup_style
-from wsae_utils.run.results import claim, conclusion_markdown, write_metrics
+from wsae_utils.run.reportkit import conclusion
+from wsae_utils.run.results import claim, write_metrics
 
 setup_style()
 out = Path(out_dir)
 (out / "figures").mkdir(parents=True, exist_ok=True)
 df = pd.read_csv(table)
 long = pd.concat([pd.read_csv(p) for p in long_tables], ignore_index=True)
-display(pd.DataFrame([{"table": table, "ce_tolerance": ce_tolerance}]).T.rename(columns={0: "value"}))
 
 # %% [markdown]
 # ## Held-out metrics of every SAE (values with 95 % CIs in the CSV)
@@ -72,7 +72,8 @@ for ax, metric in zip(axes, ["fvu", "ce_recovered"], strict=True):
     ax.set(xlabel="layer", ylabel=f"Δ {metric} (α − 0)", title=f"Δ {metric}, 95 % CI (hollow: untrained)")
 axes[1].axhline(-ce_tolerance, color="red", lw=0.8, ls="--")
 axes[1].legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
-save_figure(fig, out, "alpha_effect")
+save_figure(fig, out, "alpha_effect", caption="α − 0 differences of FVU and CE recovered per layer and SAE, "
+                                              "paired bootstrap 95 % CIs (red line: the CE tolerance)")
 plt.show()
 
 # %% [markdown]
@@ -106,16 +107,28 @@ perm_txt = "; ".join(f"L{r.layer}: permuted − {r.baseline} ΔCE-rec {r.value:+
 paper = per_variant.get("paper", {"verdict": "not decidable here", "numbers": "no paper-Γ SAEs"})
 others = " | ".join(f"{v}: {d['verdict']} ({d['numbers']})" for v, d in per_variant.items() if v != "paper")
 n_untrained = int(df.untrained.sum())
+# The verdict figure's row: Δ CE recovered (α − 0) of every usable paper-Γ SAE; the paper says "comparable" (0),
+# and the test's tolerance line is −ce_tolerance.
+paper_rows = ce[(ce.variant == "paper") & ce.usable].sort_values(["alpha", "layer"])
+fid_points = [{"label": f"L{r.layer} α={r.alpha:g}", "value": r.value, "lo": r.ci_lo, "hi": r.ci_hi}
+              for r in paper_rows.itertuples()]
+key_number = ("paper Γ, Δ CE recovered (α − 0): " + "; ".join(
+    f"{q['label']} {q['value']:+.3f} [{q['lo']:+.3f}, {q['hi']:+.3f}]" for q in fid_points)
+    if fid_points else "no usable paper-Γ SAE")
 claims = [claim(
     "lm-fidelity",
     test=("paired bootstrap (95 %, over held-out contexts) of Δ CE recovered (α − 0) per layer and α > 0 for the "
-          f"paper's Γ = Var^α; comparable if the CI lies above −{ce_tolerance}; untrained SAEs and degenerate "
+          f"paper's Γ = Varᵅ; comparable if the CI lies above −{ce_tolerance}; untrained SAEs and degenerate "
           "zero-ablation baselines excluded; any (layer, α) whose whole CI is below the tolerance flips the "
           "verdict to 'not reproduced'"),
     numbers=f"paper Γ: {paper['numbers']}. Other variants: {others}. Permuted-γ control: {perm_txt}. "
             f"{n_untrained} SAE(s) flagged untrained. Seed 0 for SAEs and token sampling (one seed: the CIs cover "
             "held-out context sampling only, not SAE seeds).",
     verdict=paper["verdict"],
+    key_number=key_number,
+    paper="reconstruction comparable to the plain SAE (Δ ≈ 0; no number)",
+    effect={"name": "Δ CE recovered, WSAE (paper Γ) − SAE", "points": fid_points, "paper": 0.0,
+            "threshold": -ce_tolerance},
     why=("CE recovered is measured on a seeded subset of held-out contexts (see the layer reports for the "
          "count); FVU on the whole held-out novel. Laptop-scale SAEs: do not over-read absolute values, only the "
          "paired α − 0 differences."),
@@ -127,6 +140,5 @@ for r in ce.itertuples():
 for (layer_, sae_), r in fvu.iterrows():
     metrics[f"delta_fvu_l{layer_}_{sae_.replace('/', '_')}"] = r.value
 metrics["claims"] = claims
-display(Markdown(conclusion_markdown(claims)))
-_ = write_metrics(out / "metrics.json", metrics, table=table, long_tables=long_tables,
-                  ce_tolerance=ce_tolerance)
+display(Markdown(conclusion(claims)))
+_ = write_metrics(out / "metrics.json", metrics)

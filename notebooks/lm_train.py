@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Language model: train the SAEs of one layer (every α and Γ variant) from the cached activations
 #
-# Paper (arXiv 2506.15963, §2.5 / Theorem 5): the weighted SAE minimises E‖Γ(x − x̂)‖² with γ_i = s_i^α, s_i the
+# Paper (arXiv 2506.15963, §2.5 / Theorem 5): the weighted SAE minimises E‖Γ(x − x̂)‖² with γᵢ = sᵢᵅ, sᵢ the
 # per-dimension **variance** of the layer's activations; α = 0 is the plain SAE (Table 1 uses α ∈ {0, 0.5, 1}).
 # On a residual stream a few outlier dimensions carry most of the variance, so at α = 1 γ² ∝ Var² puts almost
 # all of the loss on them and an SAE can finish training while barely leaving its initialisation. Comparing such
@@ -14,7 +14,7 @@
 #   an SAE that did not move is flagged **untrained** and never enters a verdict;
 # - compares the paper's Γ with the variants a practitioner would try: **mean** (γ / mean γ), **cap** (variance
 #   capped at its `cap_quantile` quantile, then mean-one), **standardize** (inputs standardised per dimension,
-#   then γ = Var^α / mean on the standardised error: an effective raw-space weight Var^{2α−1}), and the
+#   then γ = Varᵅ / mean on the standardised error: an effective raw-space weight Var²ᵅ⁻¹), and the
 #   **permuted** control (the downstream variant's γ values on randomly permuted dimensions: same skew, no link
 #   to the dimension).
 #
@@ -68,7 +68,8 @@ from wsae_utils.lm import saes as S
 from wsae_utils.lm.registry import model_facts
 from wsae_utils.paths import value_tag
 from wsae_utils.run.plots import save_figure, setup_style
-from wsae_utils.run.results import conclusion_markdown, write_metrics, write_table
+from wsae_utils.run.reportkit import conclusion
+from wsae_utils.run.results import write_metrics, write_table
 from wsae_utils.run.setup import start_run
 from wsae_utils.runlog import log
 
@@ -84,13 +85,6 @@ facts = model_facts(meta["model"])
 # bf16 selection GEMM only where this device runs bf16 fast; the values, weights and gradients stay fp32.
 precision = resolve_precision(matmul_dtype, dev, "SAE selection GEMM",
                               probe_shape=(batch_size, facts["d_model"], expansion * facts["d_model"]))
-settings = {k_: globals()[k_] for k_ in (
-    "acts_dir", "sae_dir", "variants_dir", "layer", "alphas", "variants", "downstream_variant", "permuted_control",
-    "cap_quantile", "k", "expansion", "steps", "batch_size", "lr", "lr_warmup_steps", "lr_decay_frac",
-    "auxk_alpha", "dead_window_tokens", "gamma_inside_norm", "shuffle_shards", "monitor_points",
-    "monitor_contexts", "untrained_max_cos", "untrained_max_loss_ratio", "matmul_dtype", "seed", "num_threads",
-    "device")}
-display(pd.DataFrame([settings]).T.rename(columns={0: "value"}))
 
 # %% [markdown]
 # ## Training data and Γ
@@ -152,7 +146,8 @@ sns.lineplot(data=mon, x="step", y="dec_cos_to_init", hue="sae", marker="o", ax=
 axes[2].set(title="mean decoder cosine to init", ylabel="cosine")
 axes[2].legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
 fig.suptitle(f"layer {layer}")
-save_figure(fig, out, "training")
+save_figure(fig, out, "training", caption=f"Layer {layer}: relative training loss, held-out FVU and decoder "
+                                           "cosine to initialisation of every SAE")
 plt.show()
 
 rows = []
@@ -214,11 +209,6 @@ diag_table["dir"] = dirs
 write_table(diag_table, out / "rows.csv")
 _ = write_table(mon.assign(layer=layer), out / "monitor.csv")
 
-# %% [markdown]
-# ## Conclusion
-# Training-side findings only; the α effect on fidelity is judged on the whole held-out novel in `lm_sae` and
-# the LM summary.
-
 # %%
 metrics = {"layer": layer, "n_saes": len(trained), "train_tokens_per_sae": steps * batch_size,
            "train_seconds": t_train, "total_seconds": time.time() - t_start,
@@ -229,13 +219,13 @@ for r in rows:
         metrics[f"{key}_{m}"] = r[m]
     metrics[f"{key}_untrained"] = r["untrained"]
 untrained = diag_table[diag_table.untrained]
-display(Markdown(
-    f"Layer {layer}: {len(trained) - len(untrained)} of {len(trained)} SAEs moved from their initialisation"
+claims: list = []
+display(Markdown(conclusion(summary=
+    "Training-side findings only; the α effect on fidelity is judged on the whole held-out novel in `lm_sae` and "
+    f"the LM summary. Layer {layer}: {len(trained) - len(untrained)} of {len(trained)} SAEs moved from their initialisation"
     + (f"; **untrained**: {', '.join(untrained.sae)} (kept out of every verdict)." if len(untrained) else ".")
     + f" Mean decoder cosine to init ranges from {diag_table.dec_cos_to_init.min():.2f} to "
     f"{diag_table.dec_cos_to_init.max():.2f}; the paper's Γ at the largest α puts "
-    f"{diag_table[diag_table.variant == 'paper'].gamma2_top1_share.max():.1%} of γ² on one dimension."))
-claims: list = []
-display(Markdown(conclusion_markdown(claims)))
+    f"{diag_table[diag_table.variant == 'paper'].gamma2_top1_share.max():.1%} of γ² on one dimension.")))
 metrics["claims"] = claims
-_ = write_metrics(out / "metrics.json", metrics, **settings)
+_ = write_metrics(out / "metrics.json", metrics)

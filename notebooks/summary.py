@@ -14,14 +14,20 @@ out_dir = "results/summary"
 device = "auto"
 
 # %%
+import html
 import os
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import HTML, Markdown, display
 
+from wsae_utils.run.claims_index import verdict_figure
+from wsae_utils.run.plots import save_figure, setup_style
+from wsae_utils.run.reportkit import conclusion
 from wsae_utils.run.results import CLAIMS, claims_table, read_metrics, write_metrics, write_table
 
+setup_style()
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
 found = []
@@ -30,28 +36,39 @@ for section, label, path in reports:
         report = str(Path(path).with_name("report.html"))
         found.append({**c, "report": os.path.relpath(report, out), "report_label": f"{section}: {label}"})
 claims = claims_table(found)
-write_table(claims, out / "claims.csv")
+_ = write_table(claims, out / "claims.csv")
+
+# %% [markdown]
+# ## Verdicts at a glance
+# Per claim, the effect this run measured (dot, 95 % CI as a line) against the paper's effect (open diamond) and 0;
+# each row has its own units, named in its title.
+
+# %%
+fig = verdict_figure(claims)
+save_figure(fig, out, "verdicts", caption="Each claim's effect in this run against the paper's effect")
+plt.show()
 
 # %% [markdown]
 # ## Claims table
 
 # %%
 def _link(row: pd.Series) -> str:
-    links = [f"<a href='{r}'>{lab}</a>" for r, lab in zip(row["report"].split(" | "), row["report_label"].split(" | "),
-                                                           strict=False) if r]
+    links = [f"<a href='{r}'>{html.escape(lab)}</a>" for r, lab in zip(row["report"].split(" | "),
+                                                                     row["report_label"].split(" | "), strict=False)
+             if r]
     return "<br>".join(links)
 
 
-view = claims.assign(evidence=claims.apply(_link, axis=1))[["claim", "verdict", "test", "numbers", "why", "decidable",
-                                                            "evidence"]]
+text_cols = ["claim", "verdict", "key_number", "paper", "test", "numbers", "why", "decidable"]
+view = claims[text_cols].map(lambda v: html.escape(str(v))).assign(evidence=claims.apply(_link, axis=1))
 # "decidable / detectable": the settings each verdict was decided on, why the others were not, and the minimum
 # detectable effect at the run's sample size next to the paper's effect.
-display(HTML(view.rename(columns={"decidable": "decidable / detectable"}).to_html(index=False, escape=False,
-                                                                                   na_rep="")))
+display(HTML(view.rename(columns={"decidable": "decidable / detectable", "key_number": "key number"})
+             .to_html(index=False, escape=False, na_rep="")))
 
 # %%
 counts = claims["verdict"].value_counts().to_dict()
-write_metrics(
+_ = write_metrics(
     out / "metrics.json",
     {
         "n_claims": len(CLAIMS),
@@ -60,8 +77,7 @@ write_metrics(
         "n_undecidable": int(counts.get("not decidable here", 0)),
         "n_not_run": int(counts.get("not run", 0)),
     },
-    reports=reports,
 )
 summary = ", ".join(f"{n} {v}" for v, n in counts.items())
-display(Markdown(f"## Conclusion\n\nOf the paper's {len(CLAIMS)} claims checked here: {summary}. "
-                 "Each row above links to the report holding its numbers."))
+display(Markdown(conclusion(summary=f"Of the paper's {len(CLAIMS)} claims checked here: {summary}. "
+                                    "Each row above links to the report holding its numbers.")))

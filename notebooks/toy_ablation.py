@@ -47,7 +47,9 @@ from IPython.display import Markdown, display
 
 from wsae_utils.core.power import decidable_summary, mde_of_sample, verdict_over_settings
 from wsae_utils.core.stats import t_interval
-from wsae_utils.run.results import claim, conclusion_markdown, write_metrics, write_table
+from wsae_utils.run.plots import save_figure, setup_style
+from wsae_utils.run.reportkit import conclusion
+from wsae_utils.run.results import claim, write_metrics, write_table
 from wsae_utils.run.setup import start_run
 from wsae_utils.toy import checks as tc
 from wsae_utils.toy import data as toy
@@ -55,10 +57,7 @@ from wsae_utils.toy import evaluation as te
 from wsae_utils.toy import sae as ts
 
 out, dev = start_run(out_dir, seeds[0], device, num_threads)
-settings = {k: globals()[k] for k in (
-    "seeds", "wp_specs", "wp_names", "sae_kinds", "jumprelu_threshold", "k", "latent_ratios", "sparsities",
-    "steps", "batch_size", "lr", "pool_rows", "eval_samples", "cos_threshold", "convergence_window",
-    "convergence_rtol", "convergence_atol", "num_threads", "device")}
+setup_style()
 rule = ts.ConvergenceRule(convergence_window, convergence_rtol, convergence_atol)
 metrics: dict = {}
 wps = {name: toy.make_wp(wp_specs[name], seeds[0]) for name in wp_names}
@@ -87,7 +86,8 @@ curve_df = pd.concat(curves, ignore_index=True)
 g = sns.relplot(data=curve_df[curve_df.seed == seeds[0]], x="step", y="objective", hue="latent_ratio",
                 style="sparsity", col="kind", kind="line", height=2.8, aspect=1.2, facet_kws={"sharey": False})
 g.set(yscale="log")
-g.figure.savefig(out / "figures" / "loss_curves.png", dpi=110)
+save_figure(g.figure, out, "loss_curves",
+            caption="Training objective per latent ratio and sparsity (first seed, log scale)")
 plt.show()
 table = df.groupby(["wp", "kind", "latent_ratio", "sparsity"]).agg(
     converged=("converged", "sum"), mcc_matchable=("mcc_matchable", "mean"), mcc_all=("mcc_all", "mean"),
@@ -97,7 +97,8 @@ display(table.round(3))
 # %%
 g = sns.catplot(data=df[df.converged], x="latent_ratio", y="mcc_matchable", hue="kind", col="sparsity", row="wp",
                 kind="bar", height=3.2, aspect=1.3, errorbar=("ci", 95))
-g.figure.savefig(out / "figures" / "ablation_mcc.png", dpi=110)
+save_figure(g.figure, out, "ablation_mcc",
+            caption="Matchable MCC per latent ratio, SAE kind and sparsity (converged runs, 95 % CI)")
 plt.show()
 
 # %% [markdown]
@@ -143,6 +144,15 @@ cond_decidable = decidable_summary({f"{r.condition} ({r.kind})": (None if r.verd
                                                                    f"fewer than {tc.MIN_SEEDS} converged pairs")
                                     for r in nec_df.itertuples()}, noun="(condition, activation) cells")
 mdes = nec_df.mde.dropna()
+# The verdict figure's row: the MCC drop of every decided (condition, activation) cell with its interval; the
+# paper gives no number (full recovery only with all three conditions).
+cells = nec_df[nec_df.verdict != "not decidable here"]
+cond_points = [{"label": f"{r.condition} ({r.kind})", "value": r.drop,
+                "lo": float(r.ci.strip("[]").split(",")[0]), "hi": float(r.ci.strip("[]").split(",")[1])}
+               for r in cells.itertuples()]
+weakest = min(cond_points, key=lambda q: q["lo"]) if cond_points else None
+key_number = (f"{len(cells)} decided cells; smallest MCC drop {weakest['value']:.3f} [{weakest['lo']:.3f}, "
+              f"{weakest['hi']:.3f}] ({weakest['label']})" if weakest else "no cell decidable")
 not_shown = ", ".join(f"{r.condition} ({r.kind})" for r in nec_df.itertuples() if r.verdict != "necessary") or "none"
 claims = [claim(
     "toy-conditions",
@@ -156,6 +166,9 @@ claims = [claim(
     why=(f"conditions not shown necessary: {not_shown}. The all-features MCC would cap n_m = {small}·n at {small} "
          "by construction, so it is not used. Do not over-read: one W_p (no positive interference), "
          f"{len(seeds)} seeds, and JumpReLU's fixed θ = {jumprelu_threshold} is one choice."),
+    key_number=key_number,
+    paper="full recovery only with all three conditions (no number)",
+    effect={"name": "matchable MCC drop when one condition is violated", "points": cond_points, "paper": None},
     decidable=(f"{cond_decidable}; smallest detectable MCC drop at {len(seeds)} seeds (80 % power): "
                + (f"{mdes.min():.3f}–{mdes.max():.3f}" if len(mdes) else "unknown")
                + "; paper's effect not quantified (full recovery only with all three conditions)."),
@@ -163,5 +176,5 @@ claims = [claim(
 metrics["claim_reproduced"] = overall == "reproduced"
 metrics["claims"] = claims
 write_table(df, out / "rows.csv")
-write_metrics(out / "metrics.json", metrics, **settings)
-display(Markdown(conclusion_markdown(claims)))
+write_metrics(out / "metrics.json", metrics)
+display(Markdown(conclusion(claims)))

@@ -2,7 +2,7 @@
 # # Toy model: does the weighted SAE (WSAE) improve recovery?
 #
 # Paper claim (arXiv 2506.15963, Theorem 5 and its toy experiments): weighting the reconstruction error per input
-# dimension, L_WSAE = E‖Γ(x_p − x̂_p)‖² with γ_k = s_k^α (small on polysemantic, ≈ 1 on monosemantic dimensions),
+# dimension, L_WSAE = E‖Γ(x_p − x̂_p)‖² with γₖ = sₖᵅ (small on polysemantic, ≈ 1 on monosemantic dimensions),
 # **lowers L_GT** against the plain SAE (α = 0) at low sparsity, more so on the polysemantic features, while
 # **L_SAE stays comparable** and the **per-latent variance rises** (the two secondary claims). The paper's proxy s_k is
 # the **variance** of x_p,k, assumed to rise with monosemanticity.
@@ -64,7 +64,9 @@ from IPython.display import Markdown, display
 
 from wsae_utils.core.power import decidable_summary, verdict_over_settings
 from wsae_utils.core.sae import make_gamma
-from wsae_utils.run.results import claim, conclusion_markdown, write_metrics, write_table
+from wsae_utils.run.plots import save_figure, setup_style
+from wsae_utils.run.reportkit import conclusion
+from wsae_utils.run.results import claim, write_metrics, write_table
 from wsae_utils.run.setup import start_run
 from wsae_utils.toy import checks as tc
 from wsae_utils.toy import data as toy
@@ -72,10 +74,7 @@ from wsae_utils.toy import evaluation as te
 from wsae_utils.toy import sae as ts
 
 out, dev = start_run(out_dir, seeds[0], device, num_threads)
-settings = {k: globals()[k] for k in (
-    "seeds", "wp_specs", "train_wp", "sparsities", "alphas", "proxies", "gamma_normalize", "sae_kinds", "k",
-    "jumprelu_threshold", "jumprelu_l0_coeff", "latent_ratio", "steps", "batch_size", "lr", "pool_rows",
-    "eval_samples", "better_than_zero", "convergence_window", "convergence_rtol", "convergence_atol", "num_threads", "device")}
+setup_style()
 rule = ts.ConvergenceRule(convergence_window, convergence_rtol, convergence_atol)
 metrics: dict = {}
 display(Markdown(f"**Convergence criterion**: {rule.describe()}. Only pairs where both runs converged enter a "
@@ -104,7 +103,8 @@ for ax, (name, (W, _)) in zip(np.atleast_1d(axes), wps.items(), strict=True):
     ax.scatter(toy.row_monosemanticity(W), toy.expected_variance(W, sparsities[0]), s=12)
     ax.set(xlabel="oracle monosemanticity m_k", ylabel="Var(x_p,k)", title=name)
 fig.tight_layout()
-fig.savefig(out / "figures" / "variance_vs_monosemanticity.png", dpi=110)
+save_figure(fig, out, "variance_vs_monosemanticity",
+            caption="Variance proxy Var(x_p,k) against the oracle monosemanticity of each row of W_p")
 plt.show()
 display(corr_df.round(3))
 
@@ -142,7 +142,7 @@ curve_df["model"] = curve_df.proxy + " α=" + curve_df.alpha.astype(str)
 g = sns.relplot(data=curve_df[curve_df.seed == seeds[0]], x="step", y="objective", hue="model", style="sparsity",
                 col="kind", row="wp", kind="line", height=2.8, aspect=1.3, facet_kws={"sharey": False})
 g.set(yscale="log")
-g.figure.savefig(out / "figures" / "loss_curves.png", dpi=110)
+save_figure(g.figure, out, "loss_curves", caption="Training objective of the SAEs and WSAEs (log scale)")
 plt.show()
 cols = ["L_GT_rel", "L_GT_rel_poly", "matched_cos", "mcc_matchable", "L_SAE_rel", "latent_var", "dead_frac"]
 table = df[df.converged].groupby(["wp", "kind", "sparsity", "proxy", "alpha"])[cols].mean()
@@ -182,7 +182,8 @@ ax.axvline(0, color="grey", lw=1)
 ax.set_xlabel("Δ L_GT / E‖x‖² (WSAE − SAE, paired; < 0 = WSAE better)")
 ax.legend()
 fig.tight_layout()
-fig.savefig(out / "figures" / "wsae_paired_lgt.png", dpi=110)
+save_figure(fig, out, "wsae_paired_lgt",
+            caption="WSAE − SAE paired ΔL_GT/E‖x‖² with 95 % t-intervals (below 0: the WSAE recovers better)")
 plt.show()
 
 # %%
@@ -208,6 +209,11 @@ mde = theory[theory.decidable].mde_L_GT_rel
 mde_text = (f"MDE of ΔL_GT/E‖x‖² at {len(seeds)} seeds: {mde.min():.3f}–{mde.max():.3f} over the decided settings"
             if len(mde) else "no decided setting, no MDE")
 metrics["verdict_decidable"] = theory_decidable
+# The verdict figure's row: ΔL_GT/E‖x‖² of every decided verdict setting; the paper gives no number ("clearly lower").
+wsae_points = [{"label": f"{r.wp} S={r.sparsity}", "value": r.d_L_GT_rel, "lo": r.d_L_GT_rel_lo,
+                "hi": r.d_L_GT_rel_hi} for r in theory[theory.decidable].itertuples()]
+key_number = ("; ".join(f"{q['label']}: ΔL_GT/E‖x‖² {q['value']:+.3f} [{q['lo']:+.3f}, {q['hi']:+.3f}]"
+                        for q in wsae_points) or "no setting decidable") + f" (variance proxy, α = {max(alphas):g})"
 display(Markdown(f"**Decidable settings** (all comparisons): {all_decidable}.\n\n**Verdict settings** "
                  f"(variance proxy, α = {max(alphas)}, {sae_kinds[0]}): {theory_decidable}."))
 claims = [claim(
@@ -230,6 +236,9 @@ claims = [claim(
          "monosemantic row's variance)" if not metrics["variance_proxy_positive_all"] else "")
     + "; the L_GT change must be read against the all-zero baseline of 1. Do not over-read: a large L_GT drop "
       "that comes with a large L_SAE rise (oracle weights on the practical SAEs) is suppression, not recovery.",
+    key_number=key_number,
+    paper="clearly lower L_GT with the weighted SAE (no number)",
+    effect={"name": "WSAE − SAE ΔL_GT/E‖x‖² (below 0: better recovery)", "points": wsae_points, "paper": None},
     decidable=(f"Verdict: {theory_decidable}. All comparisons: {len(sec)} of {len(pairs)} settings decidable. "
                f"{mde_text}; paper's effect not quantified ('clearly lower L_GT')."),
 )]
@@ -237,6 +246,6 @@ metrics["claim_reproduced"] = overall == "reproduced"
 metrics["claims"] = claims
 write_table(df, out / "rows.csv")
 write_table(pairs, out / "paired.csv")
-write_metrics(out / "metrics.json", metrics, **settings)
-display(Markdown(f"**In which settings does weighting improve recovery?** {answer[0].upper() + answer[1:]}."))
-display(Markdown(conclusion_markdown(claims)))
+write_metrics(out / "metrics.json", metrics)
+display(Markdown(conclusion(claims, f"**In which settings does weighting improve recovery?** "
+                                    f"{answer[0].upper() + answer[1:]}.")))

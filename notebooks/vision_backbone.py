@@ -83,7 +83,9 @@ from wsae_utils.core.metrics import semantic_consistency
 from wsae_utils.core.power import joint_mde, power_gated_verdict
 from wsae_utils.core.stats import mean_ci
 from wsae_utils.core.train import save_checkpoint
-from wsae_utils.run.results import claim, conclusion_markdown, write_metrics, write_table
+from wsae_utils.run.plots import save_figure, setup_style
+from wsae_utils.run.reportkit import conclusion, run_parameters
+from wsae_utils.run.results import claim, write_metrics, write_table
 from wsae_utils.run.setup import start_run
 from wsae_utils.vision import backbones as B
 from wsae_utils.vision import contrastive as C
@@ -91,18 +93,12 @@ from wsae_utils.vision import images as I
 from wsae_utils.vision import saes as V
 
 out, dev = start_run(out_dir, seed, device, num_threads)
-PARAMS = ("seed", "replicates", "dataset", "data_root", "class_list", "load_size", "image_size", "n_pool", "n_train",
-          "n_test", "source", "backbone", "stem", "checkpoint_path", "cl_checkpoint_path", "trust_checkpoint_pickle",
-          "methods", "non_neg", "n_views", "proj_hidden", "proj_dim", "steps", "epochs", "max_steps", "batch_size",
-          "lr", "optimizer", "weight_decay", "warmup_steps", "grad_clip", "temperature", "sae_input", "sae_views",
-          "top_m", "probe_iters")
-settings = {k: globals()[k] for k in PARAMS} | {"device": str(dev)}
+setup_style()
 if source == "checkpoint" and len(replicates) > 1:
     runlog.log("source 'checkpoint' gives one backbone: only the first replicate runs")
     replicates = replicates[:1]
 timings = {}
 t_start = time.time()
-display(pd.DataFrame({"parameter": list(settings), "value": [str(v) for v in settings.values()]}).set_index("parameter"))
 
 # %% [markdown]
 # ## Data
@@ -208,7 +204,8 @@ if any(run["curve"] for run in runs.values()):
     ax.set(xlabel="step", ylabel="NT-Xent loss", title="contrastive training (one line per replicate)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "figures" / "contrastive_loss.png", dpi=120)
+    save_figure(fig, out, "contrastive_loss", dpi=120, caption="NT-Xent loss of the NCL and CL projectors during "
+                                                                "training, one line per replicate")
     plt.show()
     display(pd.DataFrame(stab).round(3))
 
@@ -267,7 +264,9 @@ axes[1].axhline(chance, color="k", ls="--", lw=0.8)
 axes[1].set(xlabel="", title="mean over replicates (95 % CI)")
 axes[1].legend(fontsize=7)
 fig.tight_layout()
-fig.savefig(out / "figures" / "consistency_ncl_vs_cl.png", dpi=120)
+save_figure(fig, out, "consistency_ncl_vs_cl", dpi=120,
+            caption="Per-dimension class consistency of the NCL and CL read-outs (held-out) and their means over "
+                    "replicates (95 % CI; dashed: chance)")
 plt.show()
 
 # %% [markdown]
@@ -327,7 +326,8 @@ for r in replicates:
                     out / "consistency.csv")
 thumbs = I.thumbnails(torch.cat([b for b, _ in I.iterate_images(test_ds, test_idx, 512)]), thumb_size)
 feat.update(y_test=y_test, thumbs_test=thumbs, test_index=test_idx, n_classes=n_classes,
-            classes=list(test_ds.classes), settings=settings)
+            classes=list(test_ds.classes),
+            settings={**run_parameters(), "replicates": replicates, "device": str(dev)})  # as run
 save_checkpoint(feat, out / "features.pt")
 proxy = pd.DataFrame(proxy_rows)
 display(proxy.round(3))
@@ -336,11 +336,12 @@ fig, ax = plt.subplots(figsize=(5, 3))
 sns.histplot(c0[~np.isnan(c0)], bins=30, ax=ax)
 ax.set(xlabel="train-split consistency of the SAE input dims", title=f"WSAE weight proxy (replicate {replicates[0]})")
 fig.tight_layout()
-fig.savefig(out / "figures" / "train_consistency.png", dpi=120)
+save_figure(fig, out, "train_consistency", dpi=120,
+            caption="Train-split class consistency of the SAE input dimensions: the WSAE weight proxy")
 plt.show()
 
 # %% [markdown]
-# ## Conclusion
+# ## The vision-ncl verdict
 # The verdict uses NCL's own metric (all-active consistency, held-out) and its excess over the small-sample floor,
 # against the CL read-outs that can win: CL + ReLU and CL ±split. "Reproduced" needs NCL above both on both
 # readings, with the paired 95 % intervals over replicates above 0 (with a single replicate: the point
@@ -396,8 +397,16 @@ if "cl" in methods_run:
                f"signed top-{top_m}: NCL − CL+ReLU {ci(signed)}; "
                f"{n_rep} replicates (data subset, projector init, pair draws), 95 % t-intervals; projector probe "
                f"NCL {means.loc['ncl', 'probe_acc_projector']:.3f} vs CL {means.loc['cl_raw', 'probe_acc_projector']:.3f}")
+    ncl_points = [{"label": f"NCL − {'CL + ReLU' if b == 'cl_relu' else 'CL ±split'}", "value": 100 * e["mean"],
+                   "lo": 100 * e["ci_low"], "hi": 100 * e["ci_high"]}
+                  for (b, mt), e in fair.items() if mt == "consistency"]
     claims.append(claim(
         "vision-ncl",
+        key_number=(f"NCL {fmt('ncl')} vs CL + ReLU {fmt('cl_relu')}: "
+                    f"{ci(fair['cl_relu', 'consistency'])} (consistency, {n_rep} replicates)"),
+        paper=f"NCL more consistent than CL (NCL paper: +{100 * V.PAPER_NCL_GAIN:.0f} pt on CIFAR-10)",
+        effect={"name": "NCL − CL held-out class consistency (pt)", "points": ncl_points,
+                "paper": 100 * V.PAPER_NCL_GAIN},
         test="NCL's all-active class consistency of held-out projector features, and its excess over the "
              "small-sample floor, NCL vs the CL read-outs that can win (CL + ReLU, CL ±split), paired over "
              "replicates; reproduced iff all four paired 95 % intervals lie above 0. Raw CL is at chance by "
@@ -414,9 +423,9 @@ else:
     metrics["claim_reproduced"] = None
     claims.append(claim("vision-ncl", "no CL model was run", "–", "not decidable here",
                         "methods has no 'cl' (or no CL checkpoint was given)",
-                        decidable="not decidable: no CL baseline was run"))
+                        decidable="not decidable: no CL baseline was run", key_number="no CL baseline was run"))
 timings["time_total_s"] = time.time() - t_start
 metrics.update(timings)
 metrics["claims"] = claims
-write_metrics(out / "metrics.json", metrics, **settings)
-display(Markdown(conclusion_markdown(claims)))
+write_metrics(out / "metrics.json", metrics)
+display(Markdown(conclusion(claims)))

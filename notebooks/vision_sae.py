@@ -2,7 +2,7 @@
 # # Vision SAEs: does consistency weighting make SAE latents more class-consistent?
 #
 # **Claim tested** (arXiv 2506.15963 §5; ResNet-18 NCL on ImageNet-100, Top-k k = 16, 16,384 latents): training
-# the SAE with the weighted loss E‖Γ(x − x̂)‖², γ_i = consistency_i^α (the per-input-dimension class consistency
+# the SAE with the weighted loss E‖Γ(x − x̂)‖², γᵢ = consistencyᵢᵅ (the per-input-dimension class consistency
 # on the TRAIN split), raises the semantic consistency of the SAE's latents: 40.2 % → 42.2 % at α = 1.
 #
 # **How it could fail here, and the controls.**
@@ -65,28 +65,25 @@ from wsae_utils.core import metrics as M
 from wsae_utils.core.sae import SAEConfig
 from wsae_utils.core.stats import mean_ci
 from wsae_utils.core.train import TrainConfig
-from wsae_utils.run.results import claim, conclusion_markdown, write_metrics, write_table
+from wsae_utils.run.plots import save_figure, setup_style
+from wsae_utils.run.reportkit import conclusion
+from wsae_utils.run.results import claim, write_metrics, write_table
 from wsae_utils.run.setup import start_run
 from wsae_utils.vision import saes as V
 
 out, dev = start_run(out_dir, seeds[0], device, num_threads)
+setup_style()
 alphas = sorted(float(a) for a in alphas)
 a_max = max(alphas)
 data = torch.load(features_path, weights_only=True)
 replicates = data["replicates"]
 y_test = data["y_test"]
 d_in = data["x_train"][0].shape[1]
-PARAMS = ("features_path", "alphas", "seeds", "permuted_control", "n_latents", "k", "steps", "batch_size", "lr",
-          "lr_warmup_steps", "lr_decay_frac", "auxk_alpha", "dead_window", "gamma_normalize", "gamma_inside_norm",
-          "never_active", "weight_proxy", "primary_metric", "min_firing", "n_grid_latents", "n_grid_images", "grid_seed")
-settings = {k_: globals()[k_] for k_ in PARAMS} | {"device": str(dev), "d_in": d_in, "replicates": replicates,
-                                                    "backbone_settings": data["settings"]}
-display(pd.DataFrame({"parameter": list(settings)[:-1], "value": [str(v) for v in list(settings.values())[:-1]]})
-        .set_index("parameter"))
+display(Markdown(f"SAE input: {d_in} dimensions of the backbone's features, replicates {replicates}."))
 
 # %% [markdown]
 # ## Weights Γ per replicate
-# γ = consistency^α normalised to mean one; never-active input dimensions get the smallest active consistency
+# γ = consistencyᵅ normalised to mean one; never-active input dimensions get the smallest active consistency
 # (`never_active="min"`) or 0. The permuted control (dashed) has exactly the α = max values, shuffled over the
 # dimensions active on the train split.
 
@@ -116,7 +113,8 @@ for i, v in enumerate(variants):
 ax.set(xlabel="input dimension (sorted by γ)", ylabel="γ (mean 1)", yscale="log", title=f"weights, replicate {r0}")
 ax.legend(fontsize=7)
 fig.tight_layout()
-fig.savefig(out / "figures" / "gammas.png", dpi=120)
+save_figure(fig, out, "gammas", dpi=120, caption="WSAE weights γ per input dimension and replicate "
+                                                  "(dashed: the permuted control)")
 plt.show()
 
 # %% [markdown]
@@ -139,7 +137,7 @@ for (r, s, v), c in zip(job_keys, curves, strict=True):
 ax.set(xlabel="step", ylabel="training loss (weighted)", yscale="log", title="SAE training")
 ax.legend(fontsize=7)
 fig.tight_layout()
-fig.savefig(out / "figures" / "sae_loss.png", dpi=120)
+save_figure(fig, out, "sae_loss", dpi=120, caption="Training loss of the SAEs per weighting")
 plt.show()
 
 # %% [markdown]
@@ -224,7 +222,9 @@ for ax, metric in zip(axes, panels, strict=True):
     ax.set(title=f"{metric} (held-out)", xlabel="")
     ax.tick_params(axis="x", rotation=15)
 fig.tight_layout()
-fig.savefig(out / "figures" / "alpha_effect.png", dpi=120)
+save_figure(fig, out, "alpha_effect", dpi=120,
+            caption="Latent consistency of the plain SAE, the WSAE and the permuted-γ control, read five ways "
+                    "(paired over replicates)")
 plt.show()
 
 # %% [markdown]
@@ -257,11 +257,12 @@ for v in (variants[0], f"α={a_max:g}"):
         axes[i, 0].set_title(f"latent {j}: cons {per[j]:.2f}, n={int(counts[j])}, {classes[maj]}", fontsize=7, loc="left")
     fig.suptitle(f"{v}, replicate {r0}: top-activating held-out images", fontsize=9)
     fig.tight_layout()
-    fig.savefig(out / "figures" / f"top_images_{v.replace('=', '').replace(' ', '_')}.png", dpi=110)
+    save_figure(fig, out, f"top_images_{v.replace('=', '').replace(' ', '_')}",
+                caption=f"{v}, replicate {r0}: top-activating held-out images of a few latents")
     plt.show()
 
 # %% [markdown]
-# ## Conclusion
+# ## The vision-wsae verdict
 # **Verdict metric: `freq_weighted`** (unless `primary_metric` says otherwise): the consistency of a random
 # (held-out image, firing latent) pair. It is the one reading that neither dead latents (weight 0) nor latents
 # firing on a handful of images (small weight; their floor is near 1.0) can move by composition, which is exactly
@@ -270,7 +271,7 @@ for v in (variants[0], f"α={a_max:g}"):
 # the paper's +2.0 pt (minimum detectable effect at 80 % power, from the measured spread of both differences over
 # replicates, `wsae_utils.core.power`); where it cannot, the verdict is "not decidable", or "not reproduced" when the
 # WSAE − plain interval excludes +2.0 pt. Other readings are in the
-# tables above; the conclusion says in which of them the gain over the control holds.
+# tables above; the conclusion below says in which of them the gain over the control holds.
 
 # %%
 metrics = {"n_replicates": len(replicates), "n_sae_seeds": len(seeds), "d_in": d_in, "n_latents": n_latents, "k": k,
@@ -331,10 +332,21 @@ if verdict != "reproduced" and others:
              + "): the weighting makes the typical well-used latent more consistent, but not the activations that "
              "carry the code, which is what the verdict metric weighs. Read as the paper's per-latent mean on a "
              "fixed set of latents, the direction matches.")
+eff = effects.set_index(["metric", "comparison"])
+wsae_points = [{"label": lab, "value": 100 * eff.loc[(pm, comp), "mean"], "lo": 100 * eff.loc[(pm, comp), "ci_low"],
+                "hi": 100 * eff.loc[(pm, comp), "ci_high"]}
+               for lab, comp in (("WSAE − plain", f"α={a_max:g} − α=0"),
+                                 ("WSAE − permuted", f"α={a_max:g} − permuted"))
+               if (pm, comp) in eff.index]
 claims = [claim(
     "vision-wsae",
+    key_number=f"{pm} consistency WSAE − plain {ci(pm, f'α={a_max:g} − α=0')}"
+               + (f"; − permuted control {ci(pm, f'α={a_max:g} − permuted')}" if permuted_control else ""),
+    paper=f"+{100 * V.PAPER_WSAE_GAIN:.1f} pt (40.2 → 42.2 %, ImageNet-100)",
+    effect={"name": f"{pm} latent consistency, WSAE − baseline (pt)", "points": wsae_points,
+            "paper": 100 * V.PAPER_WSAE_GAIN},
     test=f"Paired over replicates: {pm} latent consistency on held-out images of Top-k SAEs (k={k}, {n_latents} "
-         f"latents) with γ = consistency^{a_max:g} vs the plain SAE and vs a permuted-γ control (same values, "
+         f"latents) with γ = consistencyᵅ, α = {a_max:g}, vs the plain SAE and vs a permuted-γ control (same values, "
          "permuted dimensions); reproduced iff both 95 % intervals lie above 0 and the design can detect the paper's "
          "+2.0 pt (else not decidable, or not reproduced when the WSAE − plain interval excludes +2.0 pt).",
     numbers=numbers, verdict=verdict, decidable=decidable,
@@ -346,5 +358,5 @@ claims = [claim(
          "paper's 40.2 → 42.2 %, not the size. Do not over-read the all-live means." + split),
 )]
 metrics["claims"] = claims
-write_metrics(out / "metrics.json", metrics, **settings)
-display(Markdown(conclusion_markdown(claims)))
+write_metrics(out / "metrics.json", metrics, d_in=d_in, replicates=replicates, backbone_settings=data["settings"])
+display(Markdown(conclusion(claims)))

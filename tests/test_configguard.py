@@ -76,3 +76,14 @@ def test_without_the_profile_the_snakefile_still_refuses(tmp_path):
     assert proc.returncode != 0 and marker.exists()
     assert "__use_yte__" in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_a_target_after_config_or_configfile_is_named_with_the_fix():
+    from wsae_utils.run.configguard import cli_order_errors
+
+    assert cli_order_errors(["results/x.csv", "--configfile", "config/smoke.yaml", "--config", "device=cpu"]) == []
+    errors = cli_order_errors(["-n", "--config", "device=cpu", "results/tables/toy_wsae.csv"])
+    assert "'results/tables/toy_wsae.csv' after --config is not a KEY=VALUE entry" in errors[0]
+    assert "name targets before them" in errors[-1]
+    errors = cli_order_errors(["--configfile", "config/smoke.yaml", "results/index.html"])
+    assert "'results/index.html' after --configfile is not a config file" in errors[0]

@@ -99,3 +99,83 @@ def test_report_header_shows_machine_and_resolved_precision(tmp_path):
     assert "LM forward: <b>bfloat16</b>" in html and "slow on this CPU, asked for explicitly" in html
     nb = nbformat.read(str(out / "report.ipynb"), as_version=4)
     assert nb.metadata["wsae"]["precision"][0]["slow_explicit"] is True
+
+
+def test_report_shows_the_resolved_parameters_once_folded_with_changes_highlighted(source, tmp_path):
+    from report_checks import header_rows
+
+    out = tmp_path / "run"
+    execute_notebook(source, out / "report.ipynb", {"lr": 1e-05, "out_dir": str(out)}, out / "report.html")
+    html = (out / "report.html").read_text()
+    assert html.count('class="wsae-params"') == 1 and '<details class="wsae-params">' in html  # folded
+    assert header_rows(html) == (3, 2)  # lr, name, out_dir; lr and out_dir changed
+    assert "1e-05" in html and "0.001" in html  # the run's value next to the default
+    assert "lr = 1.0e-3" not in html, "the parameters cell itself is not rendered (shown once, in the header)"
+    stamp = nbformat.read(out / "report.ipynb", as_version=4).metadata["wsae"]
+    assert {p["name"]: p["changed"] for p in stamp["parameters"]} == {"lr": True, "name": False, "out_dir": True}
+    assert stamp["status"] == {"state": "finished"}
+
+
+def test_the_kernel_sees_the_resolved_parameters_and_metrics_record_them(tmp_path):
+    src = tmp_path / "rec.py"
+    src.write_text('''# %% tags=["parameters"]
+out_dir = "results/dev/rec"
+steps = 3
+alphas = [0.0, 1.0]
+
+# %%
+from wsae_utils.run.reportkit import run_parameters
+from wsae_utils.run.results import write_metrics
+assert run_parameters() == {"out_dir": out_dir, "steps": 5, "alphas": [0.0, 1.0]}, run_parameters()
+write_metrics(out_dir + "/metrics.json", {"x": 1})
+''')
+    out = tmp_path / "run"
+    execute_notebook(src, out / "report.ipynb", {"out_dir": str(out), "steps": 5})
+    settings = json.loads((out / "metrics.json").read_text())["provenance"]["settings"]
+    assert settings == {"out_dir": str(out), "steps": 5, "alphas": [0.0, 1.0]}
+
+
+def test_a_report_says_not_finished_until_the_run_ends(source, tmp_path, monkeypatch):
+    """A job killed mid-run (here: interrupted) leaves a page that says so, never an empty or finished-looking one."""
+    import papermill
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(papermill, "execute_notebook", killed)
+    out = tmp_path / "k"
+    with pytest.raises(KeyboardInterrupt):
+        execute_notebook(source, out / "report.ipynb", {"out_dir": str(out)}, out / "report.html",
+                         log_path=out / "run.log")
+    html = (out / "report.html").read_text()
+    assert "Not finished" in html and "has not finished" in html and "run.log" in html
+
+
+def test_a_failed_report_carries_a_banner(source, tmp_path):
+    out = tmp_path / "f"
+    with pytest.raises(NotebookError):
+        execute_notebook(source, out / "report.ipynb", {"name": "boom", "out_dir": str(out)}, out / "report.html")
+    html = (out / "report.html").read_text()
+    assert "Incomplete report: the notebook failed in cell" in html and "boom requested" in html
+
+
+def test_progress_reaches_the_console_while_bars_stay_out_of_the_report(tmp_path, capfd, monkeypatch):
+    monkeypatch.setenv("WSAE_CONSOLE_INTERVAL", "0.2")
+    src = tmp_path / "slow.py"
+    src.write_text('''# %% tags=["parameters"]
+out_dir = "results/dev/slow"
+
+# %%
+import time
+from wsae_utils.runlog import progress
+for _ in progress(range(4), desc="slow" + "-steps"):
+    time.sleep(0.4)
+''')
+    out = tmp_path / "run"
+    execute_notebook(src, out / "report.ipynb", {"out_dir": str(out)}, out / "report.html", log_path=out / "run.log")
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith(f"[{out}]")]
+    assert lines and any("slow-steps" in line for line in lines), err
+    assert any("cells" in line for line in lines), err
+    assert len(lines) <= 12, "at most one line per interval"
+    assert "slow-steps" not in (out / "report.html").read_text()

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 
 from wsae_utils.core import power as P
-from wsae_utils.run.results import claim, claims_table, conclusion_markdown
+from wsae_utils.run.reportkit import conclusion
+from wsae_utils.run.results import claim, claims_table
 
 
 def test_mde_matches_simulated_power():
@@ -72,6 +73,6 @@ def test_claims_table_has_decidable_column_and_old_claims_render_empty():
     rows = df.set_index("id")
     assert rows.loc["vision-wsae", "decidable"].startswith("decided on 5")
     assert rows.loc["toy-fig2", "decidable"] == "" and rows.loc["lm-table1", "decidable"] == ""
-    assert "Decidable / detectable" in conclusion_markdown([new])
-    assert "Decidable" not in conclusion_markdown([old])
+    assert "Decidable / detectable" in conclusion([new])
+    assert "Decidable" not in conclusion([old])
     assert isinstance(df, pd.DataFrame)

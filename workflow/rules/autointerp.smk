@@ -37,7 +37,7 @@ if section_enabled("autointerp") and section_enabled("lm"):
         benchmark:
             f"{AI_DIR}/checks/benchmark.tsv"
         params:
-            nb=notebook_params("autointerp", "checks", f"{AI_DIR}/checks", acts_dir=LM_ACTS),
+            **nb_params(notebook_params("autointerp", "checks", f"{AI_DIR}/checks", acts_dir=LM_ACTS)),
         threads: 2
         resources:
             mem_mb=3000,
@@ -65,16 +65,19 @@ if section_enabled("autointerp") and section_enabled("lm"):
         benchmark:
             f"{AI_DIR}/layer{{layer}}/benchmark.tsv"
         params:
-            nb=lambda w: notebook_params(
-                "autointerp",
-                "layer",
-                f"{AI_DIR}/layer{w.layer}",
-                layer=int(w.layer),
-                acts_dir=LM_ACTS,
-                checks_dir=f"{AI_DIR}/checks",
-                train_rows=f"results/lm/train/layer{w.layer}/rows.csv",
-                sae_root="results/lm/saes",
-                latents_dir=LATENTS_DIR,
+            **nb_params(
+                lambda w: notebook_params(
+                    "autointerp",
+                    "layer",
+                    f"{AI_DIR}/layer{w.layer}",
+                    layer=int(w.layer),
+                    acts_dir=LM_ACTS,
+                    checks_dir=f"{AI_DIR}/checks",
+                    train_rows=f"results/lm/train/layer{w.layer}/rows.csv",
+                    sae_root="results/lm/saes",
+                    latents_dir=LATENTS_DIR,
+                ),
+                wildcard_examples(layer=lm_layers()),
             ),
         threads: 1
         resources:
@@ -97,16 +100,18 @@ if section_enabled("autointerp") and section_enabled("lm"):
         benchmark:
             f"{AI_DIR}/summary/benchmark.tsv"
         params:
-            nb=notebook_params(
-                "autointerp",
-                "summary",
-                f"{AI_DIR}/summary",
-                checks_dir=f"{AI_DIR}/checks",
-                layer_dirs=[f"{AI_DIR}/layer{l}" for l in lm_layers()],
-                table="results/tables/autointerp.csv",
-                table1_csv="results/tables/autointerp_table1.csv",
-                human_table="results/tables/autointerp_human.csv",
-                latents_dir=LATENTS_DIR,
+            **nb_params(
+                notebook_params(
+                    "autointerp",
+                    "summary",
+                    f"{AI_DIR}/summary",
+                    checks_dir=f"{AI_DIR}/checks",
+                    layer_dirs=[f"{AI_DIR}/layer{l}" for l in lm_layers()],
+                    table="results/tables/autointerp.csv",
+                    table1_csv="results/tables/autointerp_table1.csv",
+                    human_table="results/tables/autointerp_human.csv",
+                    latents_dir=LATENTS_DIR,
+                )
             ),
         threads: 1
 

@@ -7,7 +7,7 @@ import glob as _glob
 from wsae_utils.paths import PACKAGE_DIR as _PKG
 
 # The pages' templates: editing one rebuilds them.
-LATENT_TEMPLATES = sorted(str(p) for p in (_PKG / "templates" / "latents").iterdir() if p.is_file())
+LATENT_TEMPLATES = sorted(workflow_path(p) for p in (_PKG / "templates" / "latents").iterdir() if p.is_file())
 
 
 if section_enabled("autointerp") and section_enabled("lm"):
@@ -38,13 +38,15 @@ if section_enabled("autointerp") and section_enabled("lm"):
         benchmark:
             f"{AI_DIR}/latents/benchmark.tsv"
         params:
-            nb=notebook_params(
-                "autointerp",
-                "latents",
-                f"{AI_DIR}/latents",
-                layer_dirs=[f"{AI_DIR}/layer{l}" for l in lm_layers()],
-                acts_dir=LM_ACTS,
-                pages_dir=LATENTS_DIR,
+            **nb_params(
+                notebook_params(
+                    "autointerp",
+                    "latents",
+                    f"{AI_DIR}/latents",
+                    layer_dirs=[f"{AI_DIR}/layer{l}" for l in lm_layers()],
+                    acts_dir=LM_ACTS,
+                    pages_dir=LATENTS_DIR,
+                )
             ),
         threads: 1
 
@@ -62,12 +64,14 @@ if section_enabled("autointerp") and section_enabled("lm"):
         benchmark:
             f"{AI_DIR}/human/benchmark.tsv"
         params:
-            nb=notebook_params(
-                "autointerp",
-                "human",
-                f"{AI_DIR}/human",
-                rating_key=f"{AI_DIR}/latents/rating_key.json",
-                table="results/tables/autointerp_human.csv",
+            **nb_params(
+                notebook_params(
+                    "autointerp",
+                    "human",
+                    f"{AI_DIR}/human",
+                    rating_key=f"{AI_DIR}/latents/rating_key.json",
+                    table="results/tables/autointerp_human.csv",
+                )
             ),
         threads: 1
 

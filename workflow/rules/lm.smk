@@ -24,7 +24,7 @@ if section_enabled("lm"):
         benchmark:
             f"{LM_ACTS}/benchmark.tsv"
         params:
-            nb=notebook_params("lm", "acts", LM_ACTS),
+            **nb_params(notebook_params("lm", "acts", LM_ACTS)),
         threads: 2
         resources:
             mem_mb=4000,
@@ -45,7 +45,7 @@ if section_enabled("lm"):
         benchmark:
             "results/lm/train/layer{layer}/benchmark.tsv"
         params:
-            nb=lm_train_params,
+            **nb_params(lm_train_params, wildcard_examples(layer=lm_layers())),
         threads: 1
         resources:
             mem_mb=3000,
@@ -67,10 +67,11 @@ if section_enabled("lm"):
         benchmark:
             "results/lm/sae/layer{layer}/benchmark.tsv"
         params:
-            nb=lm_sae_params,
+            **nb_params(lm_sae_params, wildcard_examples(layer=lm_layers())),
         threads: 1
         resources:
-            mem_mb=4000,
+            # Measured peak 4.0 GB on an AVX2 CPU (fp32 LM splices; 2.0 GB with bf16): benchmarks/peak_memory.csv.
+            mem_mb=6000,
             gpu=gpu_jobs(),
 
     rule lm_table:
@@ -101,12 +102,14 @@ if section_enabled("lm"):
         benchmark:
             "results/lm/summary/benchmark.tsv"
         params:
-            nb=notebook_params(
-                "lm",
-                "summary",
-                "results/lm/summary",
-                table="results/tables/lm_sae.csv",
-                long_tables=[f"results/lm/sae/layer{l}/long.csv" for l in lm_layers()],
+            **nb_params(
+                notebook_params(
+                    "lm",
+                    "summary",
+                    "results/lm/summary",
+                    table="results/tables/lm_sae.csv",
+                    long_tables=[f"results/lm/sae/layer{l}/long.csv" for l in lm_layers()],
+                )
             ),
         threads: 1
 

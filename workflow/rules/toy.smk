@@ -23,7 +23,8 @@ if section_enabled("toy"):
         benchmark:
             "results/toy/{unit}/benchmark.tsv"
         params:
-            nb=lambda w: notebook_params("toy", w.unit, f"results/toy/{w.unit}"),
+            **nb_params(lambda w: notebook_params("toy", w.unit, f"results/toy/{w.unit}"),
+                        wildcard_examples(unit=TOY_UNITS)),
         wildcard_constraints:
             unit="|".join(TOY_UNITS),
         threads: 1

@@ -23,7 +23,7 @@ if section_enabled("vision"):
         benchmark:
             f"{VISION_BACKBONE}/benchmark.tsv"
         params:
-            nb=notebook_params("vision", "backbone", VISION_BACKBONE),
+            **nb_params(notebook_params("vision", "backbone", VISION_BACKBONE)),
         threads: 2
         resources:
             mem_mb=6000,
@@ -43,7 +43,7 @@ if section_enabled("vision"):
         benchmark:
             f"{VISION_SAE}/benchmark.tsv"
         params:
-            nb=notebook_params("vision", "sae", VISION_SAE, features_path=f"{VISION_BACKBONE}/features.pt"),
+            **nb_params(notebook_params("vision", "sae", VISION_SAE, features_path=f"{VISION_BACKBONE}/features.pt")),
         threads: 2
         resources:
             mem_mb=6000,

@@ -195,8 +195,8 @@ def write_activation_cache(lm: Any, token_sets: dict[str, TokenSet], layers: lis
     save_file(tensors, acts_dir / "tokens.safetensors")
     splits_meta: dict[str, Any] = {}
     lm_tokens, t0 = 0, time.time()
-    total_ctx = sum(ts.ids.shape[0] for ts in token_sets.values())
-    bar = progress(total=total_ctx, desc="LM activation pass (contexts)")
+    total_tokens = sum(ts.ids.numel() for ts in token_sets.values())
+    bar = progress(total=total_tokens, desc="LM activation pass", unit="tok", unit_scale=True)  # tokens/s and ETA
     for split, ts in token_sets.items():
         ids = ts.ids
         shards = []
@@ -208,7 +208,7 @@ def write_activation_cache(lm: Any, token_sets: dict[str, TokenSet], layers: lis
                 for l, a in layer_activations(lm, batch, layers).items():
                     parts[l].append(a.to(dtype).cpu())
                 lm_tokens += batch.numel()
-                bar.update(batch.shape[0])
+                bar.update(batch.numel())
             for l in layers:
                 x = torch.cat(parts[l]).contiguous()
                 bad = int((~torch.isfinite(x)).sum())

@@ -93,10 +93,39 @@ def cli_configfiles(argv: Sequence[str]) -> list[str]:
     return [str(p) for p in (getattr(args, "configfile", None) or [])]
 
 
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def cli_order_errors(argv: Sequence[str]) -> list[str]:
+    """Targets written after `--config` or `--configfile` (which take every following word): one message each.
+
+    Snakemake would read `--config device=cpu results/x.csv` as a malformed config entry (a traceback) and
+    `--configfile c.yaml results/x.csv` as a second config file; both mean "put the targets first".
+    """
+    from snakemake.cli import get_argument_parser
+
+    args, _ = get_argument_parser().parse_known_args(list(argv))
+    errors = []
+    for item in getattr(args, "config", None) or []:
+        if "=" not in str(item):
+            errors.append(f"{item!r} after --config is not a KEY=VALUE entry")
+    for path in getattr(args, "configfile", None) or []:
+        if Path(str(path)).suffix.lower() not in CONFIG_SUFFIXES:
+            errors.append(f"{str(path)!r} after --configfile is not a config file (.yaml, .yml or .json)")
+    if errors:
+        errors.append("--config and --configfile take every word after them, so name targets before them, e.g. "
+                      "snakemake results/tables/toy_wsae.csv --cores 2 --configfile config/smoke.yaml")
+    return errors
+
+
 def refuse_code_in_configfiles(argv: Sequence[str] | None = None) -> None:
-    """Exit with the reason when a config file on the command line would run code (called by the workflow profile)."""
+    """Exit with the reason when a config file on the command line would run code, or a target was written after
+    `--config`/`--configfile` (called by the workflow profile, before Snakemake reads the command line)."""
     argv = sys.argv[1:] if argv is None else argv
     try:
+        order = cli_order_errors(argv)
+        if order:
+            raise SystemExit("Error: " + "; ".join(order))
         check_configfiles(cli_configfiles(argv))
     except ConfigFileError as err:
         # SystemExit, not an exception: Snakemake would wrap one as "Couldn't parse config file" of the profile.

@@ -5,16 +5,23 @@ pass as Python objects (no YAML round trip that turns 1e-05 into a string), the 
 and the executed .ipynb and its HTML are written even when a cell fails (papermill marks the failing cell).
 Console noise stays out of reports: stderr streams (progress bars, library warnings) move from the executed
 notebook to the run's text log, and the HTML folds code cells so a report reads as prose, tables and figures.
+The resolved parameters (defaults plus injected) reach the kernel through `reportkit.PARAMS_ENV` and the report
+header (once, folded, changed values highlighted); the log's progress is echoed to the console at a bounded rate
+(`console_tee`). Until the run ends, the HTML report is a page saying it has not finished, and a failed run's
+report carries a banner naming the failing cell: no killed or failed job leaves a report that looks finished.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
 from typing import Any
 
-from wsae_utils.paths import PACKAGE_DIR
+from wsae_utils.paths import PACKAGE_DIR, atomic_write_text
+from wsae_utils.run.console_tee import CELLS_DESC, ConsoleTee, console_interval
+from wsae_utils.run.reportkit import PARAMS_ENV, parameter_rows, parameters_env
 from wsae_utils.run.sources import notebook_defaults
 from wsae_utils.runlog import LOG_ENV
 
@@ -63,11 +70,13 @@ def _move_stderr(ipynb: Path, log_path: Path | None) -> None:
                 f.write("".join(moved))
 
 
-def _stamp_machine(ipynb: Path, parameters: dict[str, Any], cwd: str | Path | None) -> None:
-    """Put the machine line and the job's resolved precisions into the notebook's metadata (the report header).
+def _stamp(ipynb: Path, parameters: dict[str, Any], defaults: dict[str, Any], cwd: str | Path | None,
+           status: dict[str, str]) -> None:
+    """Put the report header's facts into the notebook's metadata: machine, precisions, parameters, run status.
 
     The precisions are the ones the kernel wrote into `{out_dir}/metrics.json`; the runner is on the same machine
-    with the same environment, so its CPU line is the kernel's.
+    with the same environment, so its CPU line is the kernel's. The parameters are the resolved ones (defaults
+    plus injected), each marked when the run changed it.
     """
     import json
 
@@ -76,7 +85,8 @@ def _stamp_machine(ipynb: Path, parameters: dict[str, Any], cwd: str | Path | No
     from wsae_utils.hardware import machine_summary
 
     nb = nbformat.read(str(ipynb), as_version=4)
-    stamp: dict[str, Any] = {"machine": machine_summary(parameters.get("num_threads")), "precision": []}
+    stamp: dict[str, Any] = {"machine": machine_summary(parameters.get("num_threads")), "precision": [],
+                             "parameters": parameter_rows(defaults, parameters), "status": status}
     if "out_dir" in parameters:
         metrics = Path(cwd or ".") / str(parameters["out_dir"]) / "metrics.json"
         try:
@@ -85,6 +95,22 @@ def _stamp_machine(ipynb: Path, parameters: dict[str, Any], cwd: str | Path | No
             pass  # a failed job has no metrics.json: the header shows the machine only
     nb.metadata["wsae"] = stamp
     nbformat.write(nb, str(ipynb))
+
+
+def _placeholder(html: Path, source: str | Path, log: Path | None) -> None:
+    """The report page while the notebook runs: says plainly that it has not finished (stays so if killed)."""
+    import datetime as dt
+    from html import escape
+
+    started = dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    where = f" Progress and errors: <code>{escape(log.name)}</code> next to this file." if log is not None else ""
+    atomic_write_text(html, (
+        "<!doctype html><html><head><meta charset='utf-8'><title>NOT FINISHED: "
+        f"{escape(Path(source).stem)}</title></head><body style='font-family:sans-serif;margin:2em'>"
+        f"<h1 style='color:#a00'>Not finished</h1><p class='wsae-not-finished'>The notebook "
+        f"<code>{escape(str(source))}</code> started at {escape(started)} and has not finished: it is still "
+        "running, or it was stopped before it could write its report. Rerun its rule to get the report."
+        f"{where}</p></body></html>\n"))
 
 
 def _error_summary(source: str | Path, err: Exception, ipynb: Path, html: Path | None, max_lines: int = 30) -> str:
@@ -115,7 +141,8 @@ def execute_notebook(
     import papermill
 
     parameters = dict(parameters or {})
-    declared = set(notebook_defaults(source))
+    defaults = notebook_defaults(source)
+    declared = set(defaults)
     unknown = sorted(set(parameters) - declared)
     if unknown:
         raise ValueError(f"{source}: parameters {unknown} are not declared in its parameters cell {sorted(declared)}")
@@ -127,32 +154,50 @@ def execute_notebook(
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(f"executing {source} → {output_ipynb}\n")
-    previous = os.environ.get(LOG_ENV)
+    if html is not None:
+        _placeholder(html, source, log)
+    env = {PARAMS_ENV: parameters_env(defaults, parameters)}  # the kernel inherits them
     if log is not None:
-        os.environ[LOG_ENV] = str(log.resolve())  # the kernel inherits it: progress bars go to the log
+        env[LOG_ENV] = str(log.resolve())  # progress bars go to the log
+    previous = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     failure: Exception | None = None
+    label = str(parameters.get("out_dir") or output_ipynb.parent)
+    cells_bar: dict[str, Any] | bool = False
+    log_handle = None
+    if log is not None:
+        log_handle = open(log, "a", buffering=1)  # noqa: SIM115 (closed below, after the run)
+        cells_bar = {"file": log_handle, "desc": CELLS_DESC, "ascii": True, "mininterval": min(5.0, console_interval())}
     try:
-        papermill.execute_notebook(
-            nb,
-            str(output_ipynb),
-            parameters=parameters,
-            kernel_name=kernel_name,
-            cwd=str(cwd) if cwd else None,
-            execution_timeout=execution_timeout,
-            progress_bar=False,
-            start_timeout=180,
-        )
+        with ConsoleTee(log, label) if log is not None else contextlib.nullcontext():
+            papermill.execute_notebook(
+                nb,
+                str(output_ipynb),
+                parameters=parameters,
+                kernel_name=kernel_name,
+                cwd=str(cwd) if cwd else None,
+                execution_timeout=execution_timeout,
+                progress_bar=cells_bar,
+                start_timeout=180,
+            )
     except papermill.PapermillExecutionError as err:
         failure = err
     finally:
-        if log is not None:
-            if previous is None:
-                os.environ.pop(LOG_ENV, None)
+        if log_handle is not None:
+            log_handle.close()
+        for k, v in previous.items():
+            if v is None:
+                os.environ.pop(k, None)
             else:
-                os.environ[LOG_ENV] = previous
+                os.environ[k] = v
+    status = {"state": "finished"}
+    if failure is not None:
+        status = {"state": "failed", "cell": str(getattr(failure, "exec_count", "?")),
+                  "error": f"{getattr(failure, 'ename', type(failure).__name__)}: "
+                           f"{_ANSI.sub('', str(getattr(failure, 'evalue', failure)))}"[:500]}
     if output_ipynb.exists():
         _move_stderr(output_ipynb, log)
-        _stamp_machine(output_ipynb, parameters, cwd)
+        _stamp(output_ipynb, parameters, defaults, cwd, status)
         if html is not None:
             render_html(output_ipynb, html)
     if failure is not None:
@@ -168,8 +213,6 @@ def render_html(ipynb: str | Path, html: str | Path) -> Path:
     """Render an executed notebook to a standalone HTML report (code folded, no prompts; written atomically)."""
     import nbformat
     from nbconvert import HTMLExporter
-
-    from wsae_utils.paths import atomic_write_text
 
     nb = nbformat.read(str(ipynb), as_version=4)
     exporter = HTMLExporter(

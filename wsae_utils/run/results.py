@@ -1,12 +1,10 @@
-"""Writing and collecting results: atomic files, metrics.json with provenance, tables, the HTML index."""
+"""Writing and collecting results: atomic files, metrics.json with provenance, tables, the claims table."""
 
 from __future__ import annotations
 
 import datetime as _dt
-import html
 import json
 import math
-import os
 import platform
 import subprocess
 from collections.abc import Iterable
@@ -17,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from wsae_utils.paths import atomic_write_text
+from wsae_utils.run.reportkit import run_parameters
 
 
 def _jsonable(obj: Any) -> Any:
@@ -95,9 +94,12 @@ def provenance(**settings: Any) -> dict[str, Any]:
 
 
 def write_metrics(path: str | Path, metrics: dict[str, Any], **settings: Any) -> Path:
-    """Write a flat `metrics.json` (atomically) with a `provenance` block holding `settings`."""
+    """Write a flat `metrics.json` (atomically) with a `provenance` block holding the run's settings.
+
+    The settings are the resolved parameters the runner recorded (`reportkit.run_parameters`), plus `settings`.
+    """
     payload = dict(_jsonable(metrics))
-    payload["provenance"] = _jsonable(provenance(**settings))
+    payload["provenance"] = _jsonable(provenance(**{**run_parameters(), **settings}))
     return atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
 
 
@@ -124,81 +126,6 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
     return atomic_write_text(path, df.to_csv(index=False))
 
 
-def write_index_html(
-    path: str | Path,
-    title: str,
-    claims: pd.DataFrame,
-    sections: list[tuple[str, list[tuple[str, str]]]],
-    tables: list[tuple[str, str]] | None = None,
-    figures: list[tuple[str, list[tuple[str, str]]]] | None = None,
-    preamble: str = "",
-    max_table_rows: int = 200,
-) -> Path:
-    """One navigable HTML page: the claims table, report links, tables folded, each report's figures once, folded.
-
-    `claims` has the columns of `claims_table`; `tables` are (caption, csv path); `figures` are (report label,
-    [(caption, png path)]).
-    """
-    base = Path(path).parent
-
-    def rel(p: str) -> str:
-        return html.escape(os.path.relpath(p, base))
-
-    fmt = {"float_format": lambda v: f"{v:.4g}", "na_rep": "–", "index": False, "border": 0}
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>{html.escape(title)}</title>",
-        "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;line-height:1.4;padding:0 1em}"
-        "table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 6px;"
-        "vertical-align:top;text-align:left}details{margin:0.3em 0}summary{cursor:pointer}nav a{margin-right:1em}"
-        "img{max-width:100%;border:1px solid #eee}.v-reproduced{color:#060}.v-not{color:#a00}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-        "<nav><a href='#claims'>Claims</a><a href='#reports'>Reports</a><a href='#tables'>Tables</a>"
-        "<a href='#figures'>Figures</a></nav>",
-        preamble,
-        "<h2 id='claims'>Did the paper's claims reproduce?</h2><table><tr><th>claim</th><th>verdict</th>"
-        "<th>numbers</th><th>decidable / detectable</th><th>evidence</th></tr>",
-    ]
-    for _, row in claims.iterrows():
-        cls = {"reproduced": "v-reproduced", "not reproduced": "v-not"}.get(row["verdict"], "")
-        reports = [r for r in str(row.get("report") or "").split(" | ") if r]
-        labels = str(row.get("report_label") or "").split(" | ")
-        links = "<br>".join(
-            f"<a href='{rel(base / 'summary' / r)}'>{html.escape(lab)}</a>"
-            for r, lab in zip(reports, labels, strict=False)
-        )
-        parts.append(
-            f"<tr><td>{html.escape(str(row['claim']))}</td><td class='{cls}'><b>{html.escape(str(row['verdict']))}</b>"
-            f"</td><td>{html.escape(str(row.get('numbers') or ''))}</td>"
-            f"<td>{html.escape(str(row.get('decidable') or ''))}</td><td>{links}</td></tr>"
-        )
-    parts.append("</table><p><a href='summary/report.html'>Summary report</a> (tests, numbers and reasons per claim)."
-                 "</p><h2 id='reports'>Reports</h2>")
-    for heading, links in sections:
-        parts.append(f"<h3>{html.escape(heading)}</h3><ul>")
-        parts += [f"<li><a href='{rel(target)}'>{html.escape(label)}</a></li>" for label, target in links]
-        parts.append("</ul>")
-    parts.append("<h2 id='tables'>Tables</h2>")
-    for caption, csv in tables or []:
-        df = pd.read_csv(csv)
-        parts.append(f"<details><summary>{html.escape(caption)} ({len(df)} rows, <a href='{rel(csv)}'>CSV</a>)"
-                     "</summary>")
-        parts.append(df.head(max_table_rows).to_html(**fmt))
-        if len(df) > max_table_rows:
-            parts.append(f"<p>… {len(df) - max_table_rows} more rows in the CSV.</p>")
-        parts.append("</details>")
-    parts.append("<h2 id='figures'>Figures</h2>")
-    for label, figs in figures or []:
-        if not figs:
-            continue
-        parts.append(f"<details><summary>{html.escape(label)} ({len(figs)} figures)</summary>")
-        parts += [f"<figure><img src='{rel(f)}' loading='lazy'><figcaption>{html.escape(c)}</figcaption></figure>"
-                  for c, f in figs]
-        parts.append("</details>")
-    parts.append("</body></html>")
-    return atomic_write_text(path, "\n".join(parts))
-
-
 # The paper's claims, one row each in the summary's claims table. A notebook that tests one writes a `claims`
 # list into its metrics.json (see `claim`); the summary joins them by id.
 CLAIMS: dict[str, str] = {
@@ -214,18 +141,26 @@ CLAIMS: dict[str, str] = {
 VERDICTS = ("reproduced", "not reproduced", "not decidable here")
 
 
-def claim(claim_id: str, test: str, numbers: str, verdict: str, why: str = "", decidable: str = "") -> dict[str, str]:
+def claim(claim_id: str, test: str, numbers: str, verdict: str, why: str = "", decidable: str = "",
+          key_number: str = "", paper: str = "", effect: dict[str, Any] | None = None) -> dict[str, Any]:
     """One claims-table row: the test applied, the numbers (seeds, CIs), the verdict, why, and what was decidable.
 
     `decidable` says which settings the verdict was decided on (and why the others were not) and the minimum
-    detectable effect at the run's sample size next to the paper's effect (see `wsae_utils.core.power`).
+    detectable effect at the run's sample size next to the paper's effect (see `wsae_utils.core.power`). For the
+    index's first screen: `key_number` is one line of the numbers that decide the claim (with CIs), `paper` the
+    paper's number for it, and `effect` the verdict figure's row (name, points with CIs, the paper's value; drawn by
+    `wsae_utils.run.claims_index.verdict_figure`).
     """
     if claim_id not in CLAIMS:
         raise ValueError(f"claim id {claim_id!r} is not one of {sorted(CLAIMS)}")
     if verdict not in VERDICTS:
         raise ValueError(f"verdict {verdict!r} is not one of {VERDICTS}")
-    return {"id": claim_id, "claim": CLAIMS[claim_id], "test": test, "numbers": numbers, "verdict": verdict, "why": why,
-            "decidable": decidable}
+    row: dict[str, Any] = {"id": claim_id, "claim": CLAIMS[claim_id], "test": test, "numbers": numbers,
+                           "verdict": verdict, "why": why, "decidable": decidable, "key_number": key_number,
+                           "paper": paper}
+    if effect is not None:
+        row["effect"] = effect
+    return row
 
 
 def combine_verdicts(parts: Iterable[str], passing: str = "reproduced") -> str:
@@ -240,6 +175,11 @@ def combine_verdicts(parts: Iterable[str], passing: str = "reproduced") -> str:
     if not parts or "not decidable here" in parts:
         return "not decidable here"
     return "reproduced"
+
+
+def _decided_first(claims: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Claims with a decided verdict before the undecided ones (stable): their key number leads the index row."""
+    return sorted(claims, key=lambda c: c.get("verdict") == "not decidable here")
 
 
 def claims_table(found: list[dict[str, str]]) -> pd.DataFrame:
@@ -264,17 +204,9 @@ def claims_table(found: list[dict[str, str]]) -> pd.DataFrame:
             "decidable": " | ".join(c.get("decidable", "") for c in mine if c.get("decidable")),
             "report": " | ".join(c.get("report", "") for c in mine),
             "report_label": " | ".join(c.get("report_label", "") for c in mine),
+            "key_number": " | ".join(c.get("key_number", "") for c in _decided_first(mine) if c.get("key_number")),
+            "paper": next((c["paper"] for c in _decided_first(mine) if c.get("paper")), ""),
+            # The verdict figure's row: one report's effect (a decided one first; JSON, empty where none was given).
+            "effect": next((json.dumps(_jsonable(c["effect"])) for c in _decided_first(mine) if c.get("effect")), ""),
         })
     return pd.DataFrame(rows)
-
-
-def conclusion_markdown(claims: list[dict[str, str]]) -> str:
-    """The closing cell of a report: per claim, the claim, the test, the numbers and the verdict."""
-    parts = ["## Conclusion"]
-    for c in claims:
-        parts.append(
-            f"**{c['claim']}** — **{c['verdict']}**.\n\n"
-            f"- *Test:* {c['test']}\n- *Numbers:* {c['numbers']}" + (f"\n- *Why:* {c['why']}" if c["why"] else "")
-            + (f"\n- *Decidable / detectable:* {c['decidable']}" if c.get("decidable") else "")
-        )
-    return "\n\n".join(parts)
