@@ -321,6 +321,8 @@ class OpenAIChat:
                 try:
                     reply = self._post(self._body(key, fmt, lp))
                 except RequestRefused as err:
+                    if err.code == 404:  # no such model (or endpoint): no answer format will fix that
+                        raise
                     self.negotiation.append(f"{fmt}{' + logprobs' if lp else ''}: refused ({err})")
                     continue
                 self.format_used, self.logprobs_asked = fmt, lp
