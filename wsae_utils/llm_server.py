@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -277,6 +278,68 @@ def main(argv: Sequence[str] | None = None) -> None:
 def settings_from_config(block: dict[str, Any] | None) -> ServerSettings:
     """The `autointerp.serve` block over the defaults above (unknown keys are refused by the schema first)."""
     return ServerSettings(**{**asdict(ServerSettings()), **(block or {})})
+
+
+def _host_port(base_url: str) -> tuple[str, int | None]:
+    parts = urllib.parse.urlsplit(base_url)
+    try:
+        return parts.hostname or "", parts.port
+    except ValueError:
+        return parts.hostname or "", None
+
+
+def serve_errors(block: Any, backend: Any, base_url: Any, llm_model: Any) -> list[str]:
+    """What is wrong with `autointerp.serve` next to the endpoint keys, as '<key> = <value>: <allowed>' lines."""
+    from .llm_client import is_loopback
+
+    errs = []
+    if not isinstance(block, dict):
+        return [f"serve = {block!r}: must be a mapping (e.g. serve: {{gguf: embedded}})"]
+    if backend != "openai":
+        errs.append(f"serve: the workflow's llama.cpp server is reached through backend 'openai' (backend = "
+                    f"{backend!r})")
+    url = str(base_url or "")
+    host, port = _host_port(url)
+    if not url.startswith("http://") or not is_loopback(host) or port is None:
+        errs.append(f"base_url = {url!r}: with serve, the workflow starts the server on this machine, so base_url "
+                    "must be http://127.0.0.1:<port>/v1 (loopback, explicit port), e.g. http://127.0.0.1:8765/v1")
+    if not llm_model:
+        errs.append(f"llm_model = {llm_model!r}: with serve it is the model id the server reports (e.g. "
+                    f"{EMBEDDED_ALIAS})")
+    gguf = str(block.get("gguf", ServerSettings.gguf))
+    if gguf != "embedded" and not Path(gguf).expanduser().is_file():
+        errs.append(f"serve.gguf = {gguf!r}: no such file (a .gguf path or 'embedded')")
+    return errs
+
+
+_WORKFLOW_SERVER: LlamaServer | None = None
+
+
+def start_for_workflow(base_url: str, model_id: str, block: dict[str, Any] | None, info_path: str | Path,
+                       log_path: str | Path) -> LlamaServer:
+    """Start the run's server at base_url's loopback port (the workflow's onstart), and write what it serves
+    (model file, sha256, chat template, command) to `info_path` for the reports."""
+    from .results import atomic_write_text
+
+    global _WORKFLOW_SERVER
+    stop_workflow_server()
+    host, port = _host_port(base_url)
+    st = settings_from_config(block)
+    _WORKFLOW_SERVER = start_server(st.gguf, port, host or "127.0.0.1", model_id, st.n_ctx, st.n_threads,
+                                    st.startup_timeout_s, log_path)
+    atomic_write_text(info_path, json.dumps(_WORKFLOW_SERVER.info(), indent=1))
+    return _WORKFLOW_SERVER
+
+
+def stop_workflow_server() -> bool:
+    """Stop the run's server if one was started (onsuccess / onerror); whether one was running."""
+    global _WORKFLOW_SERVER
+    server, _WORKFLOW_SERVER = _WORKFLOW_SERVER, None
+    if server is None:
+        return False
+    running = server.alive()
+    server.stop()
+    return running
 
 
 if __name__ == "__main__":
