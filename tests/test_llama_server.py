@@ -153,11 +153,14 @@ def test_notebooks_against_the_real_server(server, cache, tmp_path):  # noqa: F8
     # Table 1: an openai row naming the server's model, flagged as a plumbing check, with no verdict
     _run("autointerp_summary", out / "summary", {
         "checks_dir": str(out / "checks"), "layer_dirs": [str(out / "layer")], "table": str(out / "t.csv"),
-        "table1_csv": str(out / "t1.csv"), "n_boot": 200, "min_latents": 1})
+        "table1_csv": str(out / "t1.csv"), "n_boot": 200})
     t1 = pd.read_csv(out / "t1.csv")
     row = t1[(t1.backend == "openai") & (t1.scorer == "llm (detection + fuzzing)/2")]
     assert len(row) and (row.model == server.model_id).all()
     assert row.note.str.contains("plumbing check").all() and (row.validated == False).all()  # noqa: E712
+    # one latent per SAE: no CI, so the cells say so instead of giving a number
+    cells = row[row.layer != "mean"]
+    assert cells["mean"].isna().all() and cells.status.str.startswith("too few latents for a CI (1 <").all()
     claims = json.loads((out / "summary" / "metrics.json").read_text())["claims"]
     llm_claim = next(c for c in claims if server.model_id in c["test"])
     assert llm_claim["verdict"] == "not decidable here" and "plumbing check" in llm_claim["why"]
@@ -276,3 +279,20 @@ def test_local_llm_config_resolves_with_server_defaults_in_one_place():
     st = S.settings_from_config(ai["serve"])
     assert st.gguf == "embedded" and st.n_ctx == S.ServerSettings.n_ctx
     assert S.embedded_gguf().name == S.EMBEDDED_GGUF
+
+
+def test_concurrency_benchmark_runs_against_a_server(monkeypatch):
+    """benchmarks/llm_concurrency.py (run by hand) still runs: rates and read answers at a level, the paper count."""
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import llm_concurrency as B
+
+    s = _Server(lambda body: json.dumps({"labels": [1, 0, 1, 0, 1][: (5 if "For each" in str(body) else 1)]}))
+    try:
+        r = B.run_level(C.OpenAIChat(s.url, "m", concurrency=4), 4, 8, seed=1)
+    finally:
+        s.close()
+    assert r["requests"] == r["read"] == 8 and r["req_per_s"] > 0 and len(s.requests) == 8 + 1  # + format probe
+    n, how = B.paper_requests()
+    assert n > 0 and "12 layers × 4 SAEs" in how and "100 latents" in how
