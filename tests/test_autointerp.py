@@ -277,7 +277,8 @@ class _Server:
                     time.sleep(1.5)
                 code = outer.refuse(body) if outer.refuse else None
                 if code:
-                    return self._send(code, {"detail": "unsupported request field"})
+                    # llama-cpp-python's words for a field it does not accept (it says so with HTTP 500)
+                    return self._send(code, {"error": {"message": "1 validation error: literal_error"}})
                 content = outer.answer(body)
                 choice = {"message": {"role": "assistant", "content": content}}
                 if outer.logprobs and body.get("logprobs"):
@@ -373,6 +374,8 @@ def test_end_to_end_explain_detect_fuzz_through_the_server(corpus, tmp_path):
         text = body["messages"][-1]["content"]
         if '{"explanation"' in text:
             return '{"explanation": "numbers written as digits"}'
+        if "Reply with exactly this JSON" in text:  # the answer-format probe: a server that honours the schema
+            return '{"labels": [1]}'
         lines = [ln for ln in text.splitlines() if ln[:1].isdigit() and ". " in ln[:4]]
         if "highlighted tokens match" in text:
             flags = [int(any(ch in digits for seg in ln.split("<<")[1:] for ch in seg.split(">>")[0]))
@@ -480,21 +483,32 @@ def test_unreadable_answer_is_asked_again_and_the_retry_counted(server, tmp_path
 
 def test_answer_format_falls_back_to_what_the_server_accepts(server, tmp_path, corpus):
     tokens, _, records, _, _ = corpus
-    server.answer = _labels_answer
-    # a llama-cpp-python-like server: JSON mode with a schema, but no OpenAI json_schema type, no logprobs
-    server.refuse = lambda b: 422 if (b.get("response_format") or {}).get("type") == "json_schema" or b.get(
-        "logprobs") else None
+    # JSON mode only when response_format asks for it; prose otherwise (an ignored `grammar` field included)
+    server.answer = lambda b: _labels_answer(b) if b.get("response_format") else "Sure! Here you go."
+    # refuses OpenAI's json_schema type the way llama-cpp-python does (HTTP 500, a validation error), and logprobs
+    server.refuse = lambda b: 500 if (b.get("response_format") or {}).get("type") == "json_schema" else (
+        422 if b.get("logprobs") else None)
     c = _client(server, tmp_path)
     sc = J.llm_score(c, records, [0], ["x"], token_str, tokens, J.JudgeConfig())
     st = c.settings()
     assert st["format_used"] == "json_object" and st["logprobs_asked"] is False and st["logprobs_returned"] is False
-    assert len(st["negotiation"]) == 4 and "json_schema + logprobs: refused" in st["negotiation"][0]
+    assert [n.split(":")[0] for n in st["negotiation"]] == [
+        "json_schema + logprobs", "json_schema", "grammar + logprobs", "grammar", "json_object + logprobs",
+        "json_object"]
+    assert "HTTP 500" in st["negotiation"][0] and "accepted but not honoured" in st["negotiation"][3]
     assert sc[0]["detection_judged"] == 100 and sc[0]["detection_with_p"] == 0 and np.isnan(sc[0]["detection_auc"])
     assert server.requests[-1]["response_format"] == {"type": "json_object", "schema": J.labels_schema(5)}
     # a server that accepts no answer format at all is a clear error, not a silent downgrade to guesses
     server.refuse = lambda b: 400
     with pytest.raises(C.BackendError, match="refused every answer format"):
         _client(server, tmp_path / "other").complete(MSG, J.labels_schema(1))
+
+
+def test_grammar_of_the_compact_answer():
+    g = C.gbnf(J.labels_schema(3))
+    assert g == 'root ::= "{\\"labels\\":" "[" v ("," v){2} "]}"\nv ::= "0" | "1"'
+    assert "c{1,%d}" % J.EXPLANATION_MAX_CHARS in C.gbnf(J.EXPLANATION_SCHEMA)
+    assert C.gbnf({"type": "object", "properties": {"a": {"type": "number"}}}) is None
 
 
 def _spelled(text, p_one):

@@ -42,12 +42,12 @@ def test_server_package_present_where_required():
 
 @pytest.fixture(scope="module")
 def planted():
-    """Planted latents (digit, comma, after_mr, in_quotes, random) on synthetic text; 10 + 10 test examples each:
-    per latent 1 explanation + 2 detection + 2 fuzzing prompts of 10 examples."""
+    """Planted latents (digit, comma, after_mr, in_quotes, random) on synthetic text; 5 + 5 test examples each
+    (the real server generates a few tokens per second here: every judged example costs about two)."""
     tokens = synthetic_tokens(n_ctx=120)
     names, dense = A.planted_latents(tokens, token_str, seed=0)
     records = A.build_records(A.SparseActs.from_dense_rows(list(range(len(names))), dense),
-                              A.Windows(*tokens.shape, 16), A.RecordConfig(n_explain=6, n_test_act=10, n_test_non=10,
+                              A.Windows(*tokens.shape, 16), A.RecordConfig(n_explain=6, n_test_act=5, n_test_non=5,
                                                                            n_explain_non=2, n_quantiles=2, seed=0),
                               rows=np.arange(len(names)))
     return tokens, names, records
@@ -89,7 +89,8 @@ def check_judgements(rows, min_read=0.9):
     return judged, asked
 
 
-def _judge(base_url, model, records, tokens, cache_dir, rows=(0, 1), **kw):
+def _judge(base_url, model, records, tokens, cache_dir, rows=(0,), **kw):
+    """Explain and score `rows` with 1 detection + 1 fuzzing prompt of 10 examples each."""
     c = C.OpenAIChat(base_url, model, cache_dir=cache_dir, backoff_s=0.1, max_retries=1, **kw)
     cfg = J.JudgeConfig(n_explain_shown=6, per_prompt=10, parse_retries=1)
     expl, _ = J.llm_explain(c, records, list(rows), token_str, tokens, cfg)
@@ -99,12 +100,14 @@ def _judge(base_url, model, records, tokens, cache_dir, rows=(0, 1), **kw):
 @needs_server
 def test_real_server_answers_are_read_and_a_prose_server_is_caught(server, planted, tmp_path):
     tokens, names, records = planted
-    rows_i = (names.index("digit"), names.index("after_mr"))
+    rows_i = (names.index("digit"),)
     c, expl, rows = _judge(server.base_url, server.model_id, records, tokens, tmp_path / "cache", rows=rows_i)
     check_judgements(rows)
     st = c.settings()
-    # llama-cpp-python has JSON mode with a schema (a grammar), not OpenAI's json_schema type, and returns logprobs
-    assert st["format_used"] == "json_object" and "json_schema + logprobs: refused" in st["negotiation"][0]
+    # llama-cpp-python refuses OpenAI's json_schema type (HTTP 500, a validation error), takes a GBNF grammar, and
+    # returns logprobs
+    assert st["format_used"] == "grammar" and "json_schema + logprobs: refused" in st["negotiation"][0]
+    assert "HTTP 500" in st["negotiation"][0]
     assert st["logprobs_returned"] is True and rows[0]["detection_with_p"] > 0 and expl[0]
     assert c.check() == [server.model_id]
     # the same check on a server that answers in prose (a format the parser does not handle) must fail; its
@@ -114,8 +117,8 @@ def test_real_server_answers_are_read_and_a_prose_server_is_caught(server, plant
         _, _, bad = _judge(prose.url, "prose", records, tokens, tmp_path / "prose", rows=rows_i, constrain="none")
     finally:
         prose.close()
-    assert bad[0]["detection_failed"] == bad[0]["detection_asked"] == 20 and np.isnan(bad[0]["detection"])
-    with pytest.raises(AssertionError, match="judgements read 0 of 80"):
+    assert bad[0]["detection_failed"] == bad[0]["detection_asked"] > 0 and np.isnan(bad[0]["detection"])
+    with pytest.raises(AssertionError, match=r"judgements read 0 of \d+"):
         check_judgements(bad)
 
 
@@ -124,27 +127,34 @@ def test_notebooks_against_the_real_server(server, cache, tmp_path):  # noqa: F8
     out = tmp_path / "run"
     info = tmp_path / "llm_server.json"
     info.write_text(json.dumps(server.info()))
-    _run("autointerp_checks", out / "checks", {"acts_dir": str(cache / "acts"), **SMALL})
+    # 2 + 2 test examples per latent: the real server's answers cost seconds per token here
+    _run("autointerp_checks", out / "checks", {"acts_dir": str(cache / "acts"), **SMALL, "n_test_act": 2,
+                                               "n_test_non": 2})
     layer_params = {"acts_dir": str(cache / "acts"), "checks_dir": str(out / "checks"), "layer": LAYER,
                     "train_rows": str(cache / "train_rows.csv"), "sae_root": str(cache / "saes"), "n_latents": 4,
                     "min_windows": 4, "extra_saes": [], "backend": "openai", "base_url": server.base_url,
-                    "llm_model": server.model_id, "n_llm_latents": 1, "per_prompt": 6, "server_info": str(info)}
+                    "llm_model": server.model_id, "n_llm_latents": 1, "per_prompt": 4, "server_info": str(info)}
     t0 = time.time()
     _run("autointerp_layer", out / "layer", layer_params)
     first = time.time() - t0
     m = json.loads((out / "layer" / "metrics.json").read_text())
     assert m["llm_requests"] > 0 and m["llm_model"] == server.model_id
-    assert m["llm_settings"]["format_used"] == "json_object" and m["llm_settings"]["server_models"] == [
+    assert m["llm_settings"]["format_used"] == "grammar" and m["llm_settings"]["server_models"] == [
         server.model_id]
     scores = pd.read_csv(out / "layer" / "scores.csv")
     llm = scores[scores.proxy.isin(["llm-detection", "llm-fuzzing"])]
     assert len(llm) == 3 * 2  # 3 SAEs (plain, weighted, random) × 1 latent × 2 kinds
     assert ((llm.judged + llm.failed) == llm.asked).all() and (llm.asked > 0).all()
-    assert llm.judged.sum() >= 0.9 * llm.asked.sum()
+    assert llm.judged.sum() >= 0.9 * llm.asked.sum() and llm.asked.sum() == 3 * 2 * 4
     assert scores[scores.proxy == "llm-detection-auc"].score.notna().any()  # logprobs → AUC
     prompts = json.loads((out / "layer" / "llm_prompts.json").read_text())
     assert prompts["server"]["chat_template"] and prompts["server"]["sha256"] == server.facts["sha256"]
     assert prompts["answer_schemas"]["labels(n)"]["properties"]["labels"]["maxItems"] == 5
+    # 3 format probes (json_schema refused with and without logprobs, grammar taken), then one request per distinct
+    # prompt, each cached (the fixture's two trained SAEs share an encoder, so their prompts coincide), within the
+    # report's estimate; under the grammar every answer reads at once
+    n_cached = len(list((out / "layer" / "llm_cache").glob("*.json")))
+    assert m["llm_requests"] == 3 + n_cached <= 3 + J.expected_requests(3, 1, 4, 4) and llm.retried.sum() == 0
     # a rerun is served from the cache: zero requests, same scores
     _run("autointerp_layer", out / "layer", layer_params)
     again = json.loads((out / "layer" / "metrics.json").read_text())
@@ -178,7 +188,7 @@ def test_killed_server_fails_with_its_url_and_a_restart_resumes_from_the_cache(p
         def _post(self, payload):
             reply = super()._post(payload)
             answered.append(1)
-            if len(answered) == 3:  # the probe, the explanation and one judgement answered: kill it mid-run
+            if len(answered) == 2:  # the grammar probe and the explanation answered: kill it mid-run
                 srv.proc.kill()
                 srv.proc.wait()
             return reply
@@ -192,7 +202,7 @@ def test_killed_server_fails_with_its_url_and_a_restart_resumes_from_the_cache(p
             J.llm_score(c, records, [0], expl, token_str, tokens, cfg)
         assert srv.base_url in str(err.value) and "connection failed" in str(err.value)
         cached = len(list(cache_dir.glob("*.json")))
-        assert cached == 2  # what was answered before the kill is kept (the probe is never cached)
+        assert cached == 1  # what was answered before the kill is kept (the probe is never cached)
     finally:
         srv.stop()
     # restarted (on another port: the cache is keyed by the request, not the URL): only what is missing is asked
@@ -200,8 +210,9 @@ def test_killed_server_fails_with_its_url_and_a_restart_resumes_from_the_cache(p
         c2 = C.OpenAIChat(srv2.base_url, srv2.model_id, cache_dir=cache_dir, concurrency=1)
         expl, _ = J.llm_explain(c2, records, [0], token_str, tokens, cfg)
         rows = J.llm_score(c2, records, [0], expl, token_str, tokens, cfg)
-        total = 1 + 2 + 2  # 1 explanation + 2 detection + 2 fuzzing prompts of 10 examples
-        assert c2.n_requests == 1 + total - cached  # one new probe, then only the unanswered requests
+        total = 1 + 1 + 1  # 1 explanation + 1 detection + 1 fuzzing prompt of 10 examples
+        # the 3 probe requests of a new client (json_schema refused twice, grammar taken), then only what is missing
+        assert c2.n_requests == 3 + total - cached
         check_judgements(rows)
     assert not S.port_in_use("127.0.0.1", srv2.port)
 

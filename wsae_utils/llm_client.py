@@ -156,15 +156,47 @@ class ResponseCache:
 # OpenAI-compatible chat-completions endpoint
 
 
-FORMATS = ("auto", "json_schema", "json_object", "none")
-"""Answer constraints: `json_schema` (OpenAI's response_format; vLLM, OpenAI, llama.cpp's C++ server), `json_object`
-with a `schema` (llama-cpp-python's and llama.cpp's JSON mode, compiled to a grammar), `none` (the prompt alone asks
-for the format); `auto` tries them in that order on the first uncached request and keeps the first the server
-accepts."""
+FORMATS = ("auto", "json_schema", "grammar", "json_object", "none")
+"""Answer constraints: `json_schema` (OpenAI's response_format; vLLM, OpenAI, llama.cpp's C++ server), `grammar` (a
+GBNF grammar of the compact JSON answer in the request's `grammar` field: llama.cpp's servers), `json_object` with a
+`schema` (llama.cpp's JSON mode, which compiles the schema to a grammar allowing free whitespace: more tokens),
+`none` (the prompt alone asks for the format); `auto` tries them in that order on the first uncached request and
+keeps the first the server accepts and honours (its probe answer reads as the schema asks)."""
 
 _PROBE = [{"role": "user", "content": 'Reply with exactly this JSON: {"labels": [1]}'}]
 _PROBE_SCHEMA = {"type": "object", "properties": {"labels": {"type": "array", "items": {"type": "integer",
                  "enum": [0, 1]}, "minItems": 1, "maxItems": 1}}, "required": ["labels"], "additionalProperties": False}
+
+
+def _probe_reads(answer: str) -> bool:
+    """Whether the probe's answer is exactly what its schema allows: {"labels": [0 or 1]}."""
+    try:
+        d = json.loads(answer)
+    except ValueError:
+        return False
+    return isinstance(d, dict) and set(d) == {"labels"} and d["labels"] in ([0], [1])
+
+
+def gbnf(schema: dict[str, Any]) -> str | None:
+    """A GBNF grammar of the compact JSON answer an answer schema describes, for the two shapes the judge asks
+    for: {"<name>": [n values of an integer enum]} and {"<name>": "<string of at most maxLength characters>"}.
+    None for any other schema (that request then goes out as json_object)."""
+    props = schema.get("properties") or {}
+    if schema.get("type") != "object" or len(props) != 1:
+        return None
+    name, sub = next(iter(props.items()))
+    head = json.dumps(json.dumps({name: 0}, separators=(",", ":"))[:-2])  # the literal '{"name":' (GBNF string)
+    if sub.get("type") == "array" and sub.get("minItems") == sub.get("maxItems") and (sub.get("items") or {}).get(
+            "enum") and all(isinstance(v, int) for v in sub["items"]["enum"]):
+        n = int(sub["minItems"])
+        item = " | ".join(json.dumps(str(v)) for v in sub["items"]["enum"])
+        rest = f' ("," v){{{n - 1}}}' if n > 1 else ""
+        return f'root ::= {head} "[" v{rest} "]}}"\nv ::= {item}'
+    if sub.get("type") == "string" and isinstance(sub.get("maxLength"), int):
+        lo = max(1, int(sub.get("minLength", 1)))
+        return (f'root ::= {head} "\\"" c{{{lo},{int(sub["maxLength"])}}} "\\"}}"\n'
+                'c ::= [^"\\\\\\x7F\\x00-\\x1F]')
+    return None
 
 
 def _compact_logprobs(choice: dict[str, Any]) -> list | None:
@@ -269,15 +301,17 @@ class OpenAIChat:
                     raw = r.read()
             except urllib.error.HTTPError as err:
                 last = f"HTTP {err.code}"
+                detail = err.read()[:300].decode(errors="replace")
+                msg = f"{self.base_url}: HTTP {err.code} for model {self.model!r}: {detail}"
+                # llama-cpp-python answers a request field it does not accept (e.g. response_format json_schema)
+                # with HTTP 500 and a validation error: a refusal, which retrying cannot fix
+                if err.code in (400, 404, 422) or (err.code == 500 and "validation error" in detail.lower()):
+                    raise RequestRefused(msg, err.code) from None
                 if err.code == 429 or err.code >= 500:
                     retry_after = err.headers.get("Retry-After") if err.headers else None
                     if retry_after and retry_after.replace(".", "", 1).isdigit():
                         time.sleep(min(float(retry_after), 30.0))
                     continue
-                msg = (f"{self.base_url}: HTTP {err.code} for model {self.model!r}: "
-                       f"{err.read()[:300].decode(errors='replace')}")
-                if err.code in (400, 404, 422):
-                    raise RequestRefused(msg, err.code) from None
                 raise BackendError(msg) from None
             except TimeoutError:
                 last = f"timeout after {self.timeout_s} s"
@@ -301,7 +335,9 @@ class OpenAIChat:
         if schema is not None and fmt == "json_schema":
             body["response_format"] = {"type": "json_schema",
                                        "json_schema": {"name": "answer", "schema": schema, "strict": True}}
-        elif schema is not None and fmt == "json_object":
+        elif schema is not None and fmt == "grammar" and gbnf(schema) is not None:
+            body["grammar"] = gbnf(schema)
+        elif schema is not None and fmt in ("json_object", "grammar"):
             body["response_format"] = {"type": "json_object", "schema": schema}
         if schema is not None and logprobs:
             body.update(logprobs=True, top_logprobs=self.top_logprobs)
@@ -312,7 +348,8 @@ class OpenAIChat:
         with self._negotiation_lock:  # one probe sequence, whatever the number of threads asking
             if self.format_used is not None and self.logprobs_returned is not None:
                 return
-            fmts = ["json_schema", "json_object", "none"] if self.format_used is None else [self.format_used]
+            fmts = ["json_schema", "grammar", "json_object", "none"] if self.format_used is None else [
+                self.format_used]
             # the format matters more than logprobs: each format with logprobs, then without
             tries = [(f, lp) for f in fmts for lp in ([True, False] if self.logprobs_asked else [False])]
             key = {"model": self.model, "messages": _PROBE, "temperature": 0.0, "max_tokens": 16,
@@ -324,6 +361,11 @@ class OpenAIChat:
                     if err.code == 404:  # no such model (or endpoint): no answer format will fix that
                         raise
                     self.negotiation.append(f"{fmt}{' + logprobs' if lp else ''}: refused ({err})")
+                    continue
+                honoured = _probe_reads(reply["content"])
+                if fmt != "none" and not honoured:  # accepted but not enforced (an unknown field ignored)
+                    self.negotiation.append(f"{fmt}{' + logprobs' if lp else ''}: accepted but not honoured (probe "
+                                            f"answer {reply['content'][:60]!r})")
                     continue
                 self.format_used, self.logprobs_asked = fmt, lp
                 self.logprobs_returned = reply["logprobs"] is not None

@@ -26,7 +26,7 @@ Messages = list[dict[str, str]]
 
 SYSTEM = ("You study one feature of a neural network's view of text. Text excerpts are given; in some, tokens "
           "where the feature is active are wrapped in << and >>.")
-EXPLANATION_MAX_CHARS = 160
+EXPLANATION_MAX_CHARS = 100
 EXPLANATION_SCHEMA: dict[str, Any] = {
     "type": "object", "additionalProperties": False, "required": ["explanation"],
     "properties": {"explanation": {"type": "string", "minLength": 1, "maxLength": EXPLANATION_MAX_CHARS}}}
