@@ -40,6 +40,17 @@ def _cpu_busy() -> float:
     return (sum(parts) - parts[3] - parts[4]) / os.sysconf("SC_CLK_TCK")
 
 
+def _proc_cpu(pid: int | None) -> float:
+    """CPU seconds (user + system) a process has used so far; 0 when unknown."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (float(fields[11]) + float(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def prompts(n: int, seed: int, per_prompt: int = 5, words: int = 24) -> list[list[dict[str, str]]]:
     """n distinct detection prompts of `per_prompt` excerpts (about 32 tokens each), like the protocol's."""
     rng = np.random.default_rng(seed)
@@ -47,8 +58,9 @@ def prompts(n: int, seed: int, per_prompt: int = 5, words: int = 24) -> list[lis
                                  [" ".join(rng.choice(WORDS, words)) for _ in range(per_prompt)]) for i in range(n)]
 
 
-def run_level(client: OpenAIChat, in_flight: int, n: int, seed: int) -> dict[str, float]:
-    """Send n distinct prompts with `in_flight` concurrent requests; wall time, rate and latencies."""
+def run_level(client: OpenAIChat, in_flight: int, n: int, seed: int, server_pid: int | None = None) -> dict[str, float]:
+    """Send n distinct prompts with `in_flight` concurrent requests; wall time, rate, latencies, and the server's CPU
+    seconds per request (steadier than wall time on a shared machine)."""
     from concurrent.futures import ThreadPoolExecutor
 
     convs = prompts(n, seed)
@@ -59,7 +71,7 @@ def run_level(client: OpenAIChat, in_flight: int, n: int, seed: int) -> dict[str
         reply = client.complete(c, schema)
         return time.perf_counter() - t0, J.parse_labels(reply["content"], 5) is not None
 
-    t0, busy0, own0 = time.perf_counter(), _cpu_busy(), time.process_time()
+    t0, busy0, own0, srv0 = time.perf_counter(), _cpu_busy(), time.process_time(), _proc_cpu(server_pid)
     with ThreadPoolExecutor(in_flight) as pool:
         got = list(pool.map(one, convs))
     wall = time.perf_counter() - t0
@@ -67,7 +79,8 @@ def run_level(client: OpenAIChat, in_flight: int, n: int, seed: int) -> dict[str
     return {"in_flight": in_flight, "requests": n, "wall_s": wall, "req_per_s": n / wall,
             "latency_mean_s": statistics.mean(lat), "latency_p50_s": lat[len(lat) // 2],
             "latency_p90_s": lat[min(len(lat) - 1, int(0.9 * len(lat)))], "read": sum(ok for _, ok in got),
-            "machine_busy_cpu_s": _cpu_busy() - busy0, "client_cpu_s": time.process_time() - own0}
+            "machine_busy_cpu_s": _cpu_busy() - busy0, "client_cpu_s": time.process_time() - own0,
+            "server_cpu_s_per_request": (_proc_cpu(server_pid) - srv0) / n if server_pid else float("nan")}
 
 
 def paper_requests() -> tuple[int, str]:
@@ -112,7 +125,8 @@ def main() -> None:
         for lv in a.levels:
             client = OpenAIChat(base_url, model, concurrency=lv, timeout_s=600, cache_dir=None)
             client.complete(prompts(1, 999)[0], J.labels_schema(5))  # negotiation and warm-up, not timed
-            rows.append(run_level(client, lv, a.per_level or max(8, 2 * lv), seed=lv))
+            rows.append(run_level(client, lv, a.per_level or max(8, 2 * lv), seed=lv,
+                                  server_pid=server.proc.pid if server is not None else None))
             print(rows[-1], file=sys.stderr, flush=True)
         fmt = client.settings()["format_used"]
     finally:
@@ -125,10 +139,11 @@ def main() -> None:
              "(~300 prompt tokens), labels schema, distinct and uncached. Load average before the run "
              f"{load0[0]:.2f}, after {os.getloadavg()[0]:.2f}.", "",
              "| in flight | requests | wall s | requests/s | latency mean s | p50 s | p90 s | answers read | "
-             "machine busy CPU s |", "|---|---|---|---|---|---|---|---|---|"]
+             "server CPU s / request | machine busy CPU s |", "|---|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['in_flight']} | {r['requests']} | {r['wall_s']:.1f} | {r['req_per_s']:.2f} | "
               f"{r['latency_mean_s']:.2f} | {r['latency_p50_s']:.2f} | {r['latency_p90_s']:.2f} | "
-              f"{r['read']}/{r['requests']} | {r['machine_busy_cpu_s']:.0f} |" for r in rows]
+              f"{r['read']}/{r['requests']} | {r['server_cpu_s_per_request']:.2f} | {r['machine_busy_cpu_s']:.0f} |"
+              for r in rows]
     lines += ["", f"Table 1 at the paper's size: **{n_paper:,} requests** before retries ({how}).", ""]
     lines += [f"- at {r['req_per_s']:.2f} requests/s ({r['in_flight']} in flight, this server): "
               f"{n_paper / r['req_per_s'] / 3600:,.0f} hours" for r in rows]
