@@ -18,7 +18,7 @@ run: setup data
 	$(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES) $(SNAKEMAKE_ARGS)
 
 test: setup-test data
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	WSAE_REQUIRE_LLAMA_SERVER=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Local-LLM trial: the workflow starts llama.cpp's server with the embedded SmolLM2 for the auto-interp jobs and
 # stops it after (config/local_llm.yaml; a plumbing check of the judge path, minutes). Its own working directory,
