@@ -1,10 +1,11 @@
 """Throughput of the LLM judge's client against a real OpenAI-compatible server, by requests in flight; run by hand.
 
-Starts llama-cpp-python's server with the embedded SmolLM2-135M GGUF on loopback (wsae_utils.llm_server), or uses
-`--base-url` / `--model` of a server you run, and sends detection prompts shaped like the protocol's (5 excerpts of
-32 tokens, the labels schema, logprobs) through `OpenAIChat` with 1, 4 and 16 requests in flight, every request
-distinct and uncached. Prints (and with --out writes) requests/s and latencies per level, then the request count
-of Table 1 at the paper's size (config/paper.yaml) and what it would take at each measured rate.
+Starts llama-cpp-python's server with the embedded SmolLM2-135M GGUF on loopback
+(wsae_utils.autointerp.llm_server), or uses `--base-url` / `--model` of a server you run, and sends detection
+prompts shaped like the protocol's (5 excerpts of 24 words, the labels schema, logprobs) through `OpenAIChat` with
+1, 4 and 16 requests in flight, every request distinct and uncached. Prints (and with --out writes) requests/s,
+latencies and the server's CPU seconds per request per level, then the request count of Table 1 at the paper's
+size (config/paper.yaml) and what it would take at each measured rate.
 
     .venv/bin/python benchmarks/llm_concurrency.py
     .venv/bin/python benchmarks/llm_concurrency.py --levels 1 4 16 --out benchmarks/RESULTS_llm_concurrency.md
@@ -24,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from wsae_utils import llm_judge as J
-from wsae_utils import llm_server as S
-from wsae_utils.config import resolve_config
+from wsae_utils.autointerp import llm_judge as J
+from wsae_utils.autointerp import llm_server as S
+from wsae_utils.autointerp.llm_client import OpenAIChat
 from wsae_utils.hardware import machine_summary
-from wsae_utils.llm_client import OpenAIChat
+from wsae_utils.run.config import resolve_config
 
 WORDS = ("the a of and to in was she he it her his had not be with for as said at Elliot Anne Wentworth Musgrove "
          "Russell Mary house letter walk morning sea garden party evening sister friend 1 2 3 , . \"").split()

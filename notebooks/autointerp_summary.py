@@ -25,11 +25,13 @@
 
 # %% tags=["parameters"]
 out_dir = "results/dev/autointerp/summary"
-device = "cpu"
+device = "auto"
 checks_dir = "results/autointerp/checks"
 layer_dirs = ["results/autointerp/layer4"]
 table = "results/tables/autointerp.csv"
 table1_csv = "results/tables/autointerp_table1.csv"
+human_table = ""
+latents_dir = ""
 proxy = "auto"
 paper_gain = 3.8
 min_latents = 10
@@ -39,6 +41,7 @@ n_boot = 2000
 seed = 0
 
 # %%
+import os
 import time
 from pathlib import Path
 
@@ -47,18 +50,20 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from wsae_utils import autointerp as A
-from wsae_utils import autointerp_proxies as P
-from wsae_utils.llm_server import EMBEDDED_ALIAS
-from wsae_utils.plots import save_figure, setup_style
-from wsae_utils.results import claim, conclusion_markdown, read_metrics, write_metrics, write_table
+from wsae_utils.autointerp import human_ratings as H
+from wsae_utils.autointerp import proxies as P
+from wsae_utils.autointerp import scoring as A
+from wsae_utils.autointerp.llm_server import EMBEDDED_ALIAS
+from wsae_utils.run.plots import save_figure, setup_style
+from wsae_utils.run.results import claim, conclusion_markdown, read_metrics, write_metrics, write_table
 
 t_start = time.time()
 out = Path(out_dir)
 (out / "figures").mkdir(parents=True, exist_ok=True)
 setup_style()
-settings = {k: globals()[k] for k in ("checks_dir", "layer_dirs", "table", "table1_csv", "proxy", "paper_gain",
-                                      "min_latents", "min_parsed_frac", "plumbing_check", "n_boot", "seed", "device")}
+settings = {k: globals()[k] for k in ("checks_dir", "layer_dirs", "table", "table1_csv", "human_table", "latents_dir",
+                                      "proxy", "paper_gain", "min_latents", "min_parsed_frac", "plumbing_check",
+                                      "n_boot", "seed", "device")}
 checks = read_metrics(Path(checks_dir) / "metrics.json")
 rows = pd.concat([pd.read_csv(Path(d) / "rows.csv") for d in layer_dirs], ignore_index=True)
 scores = pd.concat([pd.read_csv(Path(d) / "scores.csv").assign(
@@ -212,6 +217,21 @@ for be, scorer, s in variants:
                                  "non-LLM proxy" if be == "offline" else "")})
 t1 = pd.DataFrame(t1_rows, columns=["backend", "scorer", "model", "validated", "layer", "alpha", "n_latents", "mean",
                                     "gain_vs_alpha0", "gain_ci_lo", "gain_ci_hi", "judged", "asked", "status", "note"])
+# The human backend (blind ratings, autointerp_human) joins Table 1 when any rating exists.
+human = pd.read_csv(human_table) if human_table and Path(human_table).is_file() else pd.DataFrame()
+if len(human) and (human.scorer == H.NO_RATINGS).all():
+    display(Markdown(f"**human**: {H.NO_RATINGS} (blind rating page of the latent browser); the row stays empty."))
+elif len(human):
+    display(Markdown("**human: blind ratings** (share of latents rated 'one meaning'; "
+                     + ("validated: raters put the plain SAE above the random one" if human.validated.iloc[0] else
+                        "**not validated**: raters did not put the plain SAE above the random one at every layer")
+                     + ")"))
+    display(human.round(3))
+if len(human):
+    t1 = pd.concat([t1, human.reindex(columns=t1.columns)], ignore_index=True)
+if latents_dir:
+    display(Markdown(f"See the latents: [latent browser]({os.path.relpath(Path(latents_dir) / 'index.html', out)}),"
+                     f" [blind rating page]({os.path.relpath(Path(latents_dir) / 'rate.html', out)})."))
 write_table(t1, table1_csv)
 if chosen is None:
     display(Markdown("No offline proxy passed the planted latents and beat the random-weight SAE at every layer on at "
@@ -308,12 +328,8 @@ for be in sorted(set(scores.backend) - {"offline"}):
                                               "judge path works end to end, not the paper's score.")
     elif bad:
         verdict, why = "not decidable here", "cells without a usable number: " + "; ".join(bad)
-    elif lo > 0:
-        verdict, why = "reproduced", "the mean gain's CI is above 0."
-    elif hi < paper_gain / 100:
-        verdict, why = "not reproduced", f"the CI excludes the paper's +{paper_gain} points."
     else:
-        verdict, why = "not decidable here", "the CI includes both 0 and the paper's gain: more latents needed."
+        verdict, why = A.table1_verdict(be, model, lo, hi, paper_gain / 100)
     metrics.update({f"{be}_gain_mean": float(gm.gain.iloc[0]) if len(gm) else None, f"{be}_gain_lo": lo,
                     f"{be}_gain_hi": hi, f"{be}_model": model, f"{be}_judged": int(pr.judged.sum()),
                     f"{be}_asked": int(pr.asked.sum()), f"{be}_plumbing_check": is_plumbing(be, model)})

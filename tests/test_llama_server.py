@@ -1,5 +1,6 @@
 """The paper's judge path against a real OpenAI-compatible server: llama-cpp-python's llama.cpp server with the
-embedded SmolLM2-135M-Instruct GGUF on loopback (wsae_utils.llm_server), through the project's OpenAI backend.
+embedded SmolLM2-135M-Instruct GGUF on loopback (wsae_utils.autointerp.llm_server), through the project's OpenAI
+backend.
 
 A real chat template, real free-text habits, real latency and real logprobs: explain → detection → fuzzing for a
 few latents of a small SAE, every answer read or counted, a rerun answered from the cache, Table 1's row naming
@@ -23,11 +24,11 @@ import pytest
 from test_autointerp import _Server, synthetic_tokens, token_str
 from test_autointerp_notebooks import LAYER, SMALL, _run, cache  # noqa: F401 (cache is a fixture)
 
-from wsae_utils import autointerp as A
-from wsae_utils import llm_client as C
-from wsae_utils import llm_judge as J
-from wsae_utils import llm_server as S
-from wsae_utils.config import ConfigError, load_config
+from wsae_utils.autointerp import llm_client as C
+from wsae_utils.autointerp import llm_judge as J
+from wsae_utils.autointerp import llm_server as S
+from wsae_utils.autointerp import scoring as A
+from wsae_utils.run.config import ConfigError, load_config
 
 REASON = S.unavailable_reason()
 REQUIRED = os.environ.get("WSAE_REQUIRE_LLAMA_SERVER") == "1"
@@ -219,7 +220,7 @@ def test_killed_server_fails_with_its_url_and_a_restart_resumes_from_the_cache(p
 
 _OWNER = """
 import sys, time
-from wsae_utils.llm_server import start_server
+from wsae_utils.autointerp.llm_server import start_server
 s = start_server(n_ctx=512, log_path=sys.argv[2])
 print(s.proc.pid, flush=True)
 if sys.argv[1] == "raise":

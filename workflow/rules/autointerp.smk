@@ -4,16 +4,11 @@
 # Needs the lm section (activation cache, trained SAEs); scoring reruns need no LM pass.
 
 AI_DIR = "results/autointerp"
-AI_CODE = ["autointerp", "autointerp_proxies", "llm_client", "llm_judge", "lm", "lm_saes", "text", "export"]
+LATENTS_DIR = "results/latents"  # the latent browser's pages (workflow/rules/latents.smk)
 AI_ON = section_enabled("autointerp") and section_enabled("lm")
 # autointerp.serve: the workflow runs a local llama.cpp server for the auto-interp jobs (config/local_llm.yaml).
 AI_SERVE = config["autointerp"].get("serve") if AI_ON else None
 AI_SERVER_INFO = f"{AI_DIR}/llm_server.json" if AI_SERVE is not None else ""
-
-
-def ai_llm_jobs_to_run():
-    """Whether this run executes an auto-interp job that talks to the LLM server (checks pings it, layers use it)."""
-    return any(j.rule.name in ("autointerp_checks", "autointerp_layer") for j in workflow.dag.needrun_jobs())
 
 
 if AI_ON and config["autointerp"].get("backend") == "openai":
@@ -26,11 +21,12 @@ if AI_ON and config["autointerp"].get("backend") == "openai":
     onstart:
         from snakemake.logging import logger
 
-        from wsae_utils.llm_client import OpenAIChat
+        from wsae_utils.autointerp.llm_client import OpenAIChat
 
-        if ai_llm_jobs_to_run():
+        # only when this run executes a job that talks to the server (checks pings it, the layers use it)
+        if any(j.rule.name in ("autointerp_checks", "autointerp_layer") for j in workflow.dag.needrun_jobs()):
             if AI_SERVE is not None:
-                from wsae_utils.llm_server import start_for_workflow
+                from wsae_utils.autointerp.llm_server import start_for_workflow
 
                 if not workflow.local_exec:
                     raise WorkflowError(
@@ -55,12 +51,12 @@ if AI_ON and config["autointerp"].get("backend") == "openai":
     if AI_SERVE is not None:
 
         onsuccess:
-            from wsae_utils.llm_server import stop_workflow_server
+            from wsae_utils.autointerp.llm_server import stop_workflow_server
 
             stop_workflow_server()
 
         onerror:
-            from wsae_utils.llm_server import stop_workflow_server
+            from wsae_utils.autointerp.llm_server import stop_workflow_server
 
             stop_workflow_server()
 
@@ -70,7 +66,7 @@ if AI_ON:
     use rule _notebook as autointerp_checks with:
         input:
             nb=notebook("autointerp_checks"),
-            code=code(*AI_CODE),
+            code=code("autointerp_checks"),
             meta=f"{LM_ACTS}/meta.json",
             tokens=f"{LM_ACTS}/tokens.safetensors",
         output:
@@ -93,7 +89,7 @@ if AI_ON:
     use rule _notebook as autointerp_layer with:
         input:
             nb=notebook("autointerp_layer"),
-            code=code(*AI_CODE),
+            code=code("autointerp_layer"),
             protocol=f"{AI_DIR}/checks/protocol.json",
             vecs=f"{AI_DIR}/checks/window_vecs.safetensors",
             types=f"{AI_DIR}/checks/type_vecs.safetensors",
@@ -104,6 +100,9 @@ if AI_ON:
             metrics=f"{AI_DIR}/layer{{layer}}/metrics.json",
             rows=f"{AI_DIR}/layer{{layer}}/rows.csv",
             scores=f"{AI_DIR}/layer{{layer}}/scores.csv",
+            explanations=f"{AI_DIR}/layer{{layer}}/explanations.csv",
+            browse=f"{AI_DIR}/layer{{layer}}/browse.json",
+            browse_tensors=f"{AI_DIR}/layer{{layer}}/browse.safetensors",
         log:
             **nb_logs(f"{AI_DIR}/layer{{layer}}"),
         benchmark:
@@ -118,6 +117,7 @@ if AI_ON:
                 checks_dir=f"{AI_DIR}/checks",
                 train_rows=f"results/lm/train/layer{w.layer}/rows.csv",
                 sae_root="results/lm/saes",
+                latents_dir=LATENTS_DIR,
                 server_info=AI_SERVER_INFO,
             ),
         threads: 1
@@ -128,9 +128,10 @@ if AI_ON:
     use rule _notebook as autointerp_summary with:
         input:
             nb=notebook("autointerp_summary"),
-            code=code("autointerp", "autointerp_proxies", "llm_server"),
+            code=code("autointerp_summary"),
             checks=f"{AI_DIR}/checks/metrics.json",
             layers=[f"{AI_DIR}/layer{l}/{f}" for l in lm_layers() for f in ("rows.csv", "scores.csv", "metrics.json")],
+            human="results/tables/autointerp_human.csv",
         output:
             metrics=f"{AI_DIR}/summary/metrics.json",
             table="results/tables/autointerp.csv",
@@ -148,6 +149,8 @@ if AI_ON:
                 layer_dirs=[f"{AI_DIR}/layer{l}" for l in lm_layers()],
                 table="results/tables/autointerp.csv",
                 table1_csv="results/tables/autointerp_table1.csv",
+                human_table="results/tables/autointerp_human.csv",
+                latents_dir=LATENTS_DIR,
             ),
         threads: 1
 
