@@ -63,7 +63,8 @@ $(VENV)/.run-stamp: pyproject.toml | $(VENV)/bin/python
 	touch $@
 
 # The test extra holds the local-llm one (llama-cpp-python[server]): a fresh machine builds llama.cpp from source
-# once (~23 CPU-minutes on 2 cores); pip's wheel cache (~/.cache/pip) makes every later install take seconds.
+# once (measured 24 min wall, 9.5 CPU-minutes, on a loaded 2-core machine); pip's wheel cache (~/.cache/pip) makes
+# every later install take seconds (16 s into a fresh venv).
 $(VENV)/.test-stamp: $(VENV)/.run-stamp pyproject.toml
 	$(BIN)/pip install -q -e ".[workflow,test]"
 	touch $@
