@@ -9,7 +9,10 @@
 # activation quantiles and disjoint activating + silent test windows (protocol of `autointerp_checks`, stored
 # with the records). Every latent is scored by every offline proxy, also with a **shuffled explanation**
 # (another latent's), and, when `backend` is an LLM, by the LLM explainer and its detection / fuzzing
-# judgements. The same pass stores what the latent browser shows (`browse.*`, see `wsae_utils.latent_pages`).
+# judgements (`wsae_utils.autointerp.llm_judge`): answers asked for as JSON, constrained by the server where it
+# allows it, an unreadable answer asked again at most `parse_retries` times and otherwise counted as unjudged
+# (never as "no"), and, where the server returns logprobs, an AUC of P("1") next to balanced accuracy. The same
+# pass stores what the latent browser shows (`browse.*`, see `wsae_utils.latent_pages`).
 #
 # The offline proxies are **not** the paper's LLM metric. Their validity (planted latents) is in
 # `autointerp_checks`; their ability to tell a trained SAE from a random one is measured here (margin over
@@ -40,6 +43,10 @@ temperature = 0.0
 max_tokens = 256
 per_prompt = 5
 n_llm_latents = 50
+constrain = "auto"
+parse_retries = 2
+top_logprobs = 10
+server_info = ""
 n_cards = 2
 n_logit_tokens = 10
 latents_dir = ""
@@ -61,6 +68,7 @@ from IPython.display import HTML, Markdown, display
 from safetensors.numpy import load_file
 
 from wsae_utils.autointerp import latent_pages as LP
+from wsae_utils.autointerp import llm_judge as J
 from wsae_utils.autointerp import proxies as P
 from wsae_utils.autointerp import scoring as A
 from wsae_utils.core.export import load_sae
@@ -75,7 +83,7 @@ from wsae_utils.runlog import log, progress
 t_start = time.time()
 out, dev = start_run(out_dir, seed, device, num_threads)
 setup_style()
-llm = None
+llm, judge_model = None, llm_model
 if backend != "offline":  # an LLM backend fails here, within seconds, before any SAE pass
     from wsae_utils.autointerp import llm_client as C
 
@@ -83,9 +91,13 @@ if backend != "offline":  # an LLM backend fails here, within seconds, before an
                          allow_plain_http_key=allow_plain_http_key,
                          cache_dir=out / "llm_cache", device=str(dev), concurrency=concurrency,
                          max_retries=max_retries, timeout_s=timeout_s, temperature=temperature, max_tokens=max_tokens,
-                         seed=seed)
+                         seed=seed, constrain=constrain, top_logprobs=top_logprobs)
     if backend == "openai":
-        llm.check()
+        ids = llm.check()
+        if ids and llm_model not in ids:  # llama.cpp answers with its one model whatever the name; say which
+            judge_model = f"{ids[0]} (asked for {llm_model})"
+            display(Markdown(f"**The server at {base_url} serves {', '.join(ids)}, not `{llm_model}`**: its answers "
+                             f"are labelled {judge_model!r}."))
 
 # %% [markdown]
 # ## Inputs: the protocol, the held-out windows, the SAEs of this layer
@@ -227,30 +239,65 @@ display(eligible)
 
 # %% [markdown]
 # ## LLM explainer and scorer (only when `backend` is an LLM)
+# Per latent: one explanation from its highlighted explanation windows, then detection and fuzzing prompts of
+# `per_prompt` test examples each, with its own explanation and with another latent's (the shuffled control).
+# Every answer is asked for as JSON; the table after this cell counts, per SAE, what was asked, read at once,
+# read only after a retry, never read (unjudged: left out of the score, never counted as "no"), and judged with
+# a probability of "1" from logprobs. Prompts, answer schemas, the server's answer format and the chat template
+# are in `llm_prompts.json` next to the scores.
 
 # %%
 t0 = time.time()
-llm_rows = []
+llm_rows, parse_rows = [], []
 if llm is not None:
-    cfg = C.LLMScoreConfig(n_explain_shown=protocol["record"]["n_explain"], per_prompt=per_prompt, seed=seed)
-    ex = ["<excerpt with <<highlighted>> tokens>"] * 2
-    (out / "llm_prompts.json").write_text(json.dumps({
-        "settings": llm.settings(), "protocol": protocol, "score_config": vars(cfg),
-        "explain": C.explain_messages(ex), "detection": C.detection_messages("<explanation>", ex),
-        "fuzzing": C.fuzz_messages("<explanation>", ex)}, indent=1))
-    for name, rec in records.items():
+    cfg = J.JudgeConfig(n_explain_shown=protocol["record"]["n_explain"], per_prompt=per_prompt,
+                        parse_retries=parse_retries, seed=seed)
+    n_test = protocol["record"]["n_test_act"] + protocol["record"]["n_test_non"]
+    n_judged_latents = sum(min(n_llm_latents, len(r)) for r in records.values())
+    display(Markdown(f"At most **{J.expected_requests(1, n_judged_latents, n_test, per_prompt)} requests** for "
+                     f"{n_judged_latents} latents of {len(records)} SAEs (1 explanation + 2 × 2 × ⌈{n_test} / "
+                     f"{per_prompt}⌉ judgements each, before retries; answers already in `llm_cache/` cost none)."))
+    for name, rec in progress(records.items(), desc="LLM judge"):
         rows_i = list(range(min(n_llm_latents, len(rec))))
-        expl = C.llm_explain(llm, rec, rows_i, token_str, tokens, cfg)
+        expl, tries = J.llm_explain(llm, rec, rows_i, token_str, tokens, cfg)
         perm = A.derangement(len(rows_i), np.random.default_rng(seed))
-        real = C.llm_score(llm, rec, rows_i, expl, token_str, tokens, cfg)
-        shuf = C.llm_score(llm, rec, rows_i, [expl[j] for j in perm], token_str, tokens, cfg)
-        for i, e, a, b in zip(rows_i, expl, real, shuf, strict=True):
+        real = J.llm_score(llm, rec, rows_i, expl, token_str, tokens, cfg)
+        shuf = J.llm_score(llm, rec, rows_i, [expl[j] for j in perm], token_str, tokens, cfg)
+        for i, e, t, a, b in zip(rows_i, expl, tries, real, shuf, strict=True):
             lat = int(rec.acts.latents[i])
             all_expl.append({"sae": name, "row": i, "latent": lat, "llm": e})
-            for kind in ("detection", "fuzzing"):
+            parse_rows.append({"sae": name, "row": i, "explained": bool(e), "explain_tries": t})
+            for kind in J.KINDS:
+                counts = {c: a[f"{kind}_{c}"] for c in J.COUNTS}
                 llm_rows.append({"sae": name, "row": i, "latent": lat, "proxy": f"llm-{kind}", "score": a[kind],
-                                 "shuffled": b[kind], "failed": a[f"{kind}_failed"], "backend": backend})
+                                 "shuffled": b[kind], "backend": backend, "explained": bool(e), **counts})
+                llm_rows.append({"sae": name, "row": i, "latent": lat, "proxy": f"llm-{kind}-auc",
+                                 "score": a[f"{kind}_auc"], "shuffled": b[f"{kind}_auc"], "backend": backend,
+                                 "explained": bool(e), **counts})
     scores = pd.concat([scores, pd.DataFrame(llm_rows)], ignore_index=True)
+    st = llm.settings()
+    template = json.loads(Path(server_info).read_text()) if server_info and Path(server_info).is_file() else None
+    (out / "llm_prompts.json").write_text(json.dumps({
+        "settings": st, "server": template or "not known: the server was not started by the workflow (its chat "
+                                               "template is the one its model ships with)",
+        "protocol": protocol, "judge_config": vars(cfg), "answer_schemas": {
+            "explanation": J.EXPLANATION_SCHEMA, "labels(n)": J.labels_schema(5)},
+        "explain": J.explain_messages(["<excerpt with <<highlighted>> tokens>"] * 2),
+        "detection": J.detection_messages("<explanation>", ["<excerpt>"] * 2),
+        "fuzzing": J.fuzz_messages("<explanation>", ["<excerpt with <<highlighted>> tokens>"] * 2),
+        "retry": J.retry_messages([], "<unreadable answer>", J.labels_reply(2))}, indent=1))
+    llm_df = pd.DataFrame(llm_rows)
+    parse = (llm_df[llm_df.proxy.isin(["llm-detection", "llm-fuzzing"])].groupby("sae")[list(J.COUNTS)].sum()
+             .join(pd.DataFrame(parse_rows).groupby("sae").agg(latents=("row", "size"), explained=("explained", "sum"))))
+    display(parse)
+    fmt = st.get("format_used") if backend == "openai" else "none (local generate)"
+    lp = st.get("logprobs_returned")
+    display(Markdown(
+        f"Answer format: **{fmt}**" + (f" ({'; '.join(st['negotiation'])})" if st.get("negotiation") else "")
+        + ". Logprobs: " + ("returned: AUC of P(\"1\") is reported next to balanced accuracy." if lp else
+                            "**not returned by this server**: no AUC, balanced accuracy only." if lp is False else
+                            "not asked (every answer came from the cache or logprobs are off).")
+        + f" Chat template: {'from ' + template['file'] if template else 'not known to this notebook'}."))
 t_llm = time.time() - t0
 write_table(scores, out / "scores.csv")
 explanations = pd.DataFrame(all_expl)
@@ -262,7 +309,7 @@ explanations_path = write_table(explanations, out / "explanations.csv")
 # that knows nothing (0.5 balanced accuracy / AUC, 0.2 intruder, 0 coherence).
 
 # %%
-model_of = {backend: llm_model, "offline": "rules + all-MiniLM-L6-v2 (non-LLM proxy)"}
+model_of = {backend: judge_model, "offline": "rules + all-MiniLM-L6-v2 (non-LLM proxy)"}
 summary = []
 for name in records:
     for p in scores.proxy.unique():
@@ -338,8 +385,9 @@ main = table[(table.sae != "random")]
 clear = main[main.margin_lo > 0].groupby("sae").scorer.apply(lambda s: ", ".join(s)).to_dict()
 metrics = {"layer": layer, "n_saes": len(saes), "n_encoded": len(topk), "encode_seconds": t_encode, "score_seconds": t_score, "browse_seconds": t_browse,
            "llm_seconds": t_llm, "total_seconds": time.time() - t_start, "backend": backend,
-           "llm_requests": getattr(llm, "n_requests", None),
-           "llm_settings": llm.settings() if llm is not None else None}
+           "llm_requests": getattr(llm, "n_requests", None), "llm_model": judge_model if llm is not None else None,
+           "llm_settings": llm.settings() if llm is not None else None,
+           "llm_parse": parse.reset_index().to_dict("records") if llm is not None else None}
 for r in table.itertuples():
     metrics[f"{r.sae.replace('/', '_')}_{r.scorer}_mean"] = r.mean
     metrics[f"{r.sae.replace('/', '_')}_{r.scorer}_margin"] = r.margin

@@ -16,8 +16,12 @@
 # 2. builds **Table 1** (layers × α, a mean row, the gain over α = 0 with bootstrap CIs per layer and for the
 #    mean) for that proxy and for every LLM backend that ran;
 # 3. states the verdict **per backend**. An offline proxy is never the paper's metric: its verdict is always "not
-#    decidable here"; a transformers backend with the embedded SmolLM2 is a plumbing check. Only an LLM behind
-#    the OpenAI-compatible backend can reproduce or refute the claim.
+#    decidable here"; a transformers backend, the embedded SmolLM2 behind any server, or a run flagged
+#    `plumbing_check` is a plumbing check. Only a capable LLM behind the OpenAI-compatible backend can reproduce or
+#    refute the claim.
+#
+# A Table-1 cell with fewer than `min_latents` scored latents, or (LLM) with less than `min_parsed_frac` of its
+# judgements read, says so instead of giving a number; the judgements read per (layer, α) are tabled.
 
 # %% tags=["parameters"]
 out_dir = "results/dev/autointerp/summary"
@@ -30,6 +34,9 @@ human_table = ""
 latents_dir = ""
 proxy = "auto"
 paper_gain = 3.8
+min_latents = 10
+min_parsed_frac = 0.8
+plumbing_check = False
 n_boot = 2000
 seed = 0
 
@@ -46,6 +53,7 @@ from IPython.display import Markdown, display
 from wsae_utils.autointerp import human_ratings as H
 from wsae_utils.autointerp import proxies as P
 from wsae_utils.autointerp import scoring as A
+from wsae_utils.autointerp.llm_server import EMBEDDED_ALIAS
 from wsae_utils.run.plots import save_figure, setup_style
 from wsae_utils.run.reportkit import conclusion
 from wsae_utils.run.results import claim, read_metrics, write_metrics, write_table
@@ -75,7 +83,7 @@ display(Markdown(f"{len(rows)} rows from {len(layer_dirs)} layer(s) → `{table}
 
 # %%
 planted_ok = checks.get("proxy_passes_planted", {})
-chosen, candidates = P.choose_proxy(rows, planted_ok)
+chosen, candidates = P.choose_proxy(rows, planted_ok, min_latents)
 if proxy != "auto":
     chosen = proxy if proxy in set(rows.scorer) else None
 main = rows[rows["main"].astype(bool)]
@@ -97,47 +105,117 @@ save_figure(fig, out, "proxy_margins", caption="Margin of the plain SAE (α = 0)
 plt.show()
 
 # %% [markdown]
+# ## Judgements read per (layer, α) (LLM backends)
+# Examples asked, read at once, read only after a retry, never read (unjudged: left out, never counted as "no"),
+# and judged with P("1") from logprobs; latents with a readable explanation. Main SAEs, real explanations.
+
+# %%
+COUNTS = ["asked", "judged", "retried", "failed", "with_p"]
+llm_main = scores[(scores.backend != "offline") & scores["main"].astype(bool)
+                  & scores.proxy.isin(["llm-detection", "llm-fuzzing"])] if "asked" in scores else scores.iloc[:0]
+parse = pd.DataFrame(columns=["backend", "layer", "alpha", *COUNTS, "latents", "explained", "parsed_frac"])
+if len(llm_main):
+    parse = llm_main.groupby(["backend", "layer", "alpha"])[COUNTS].sum().join(
+        llm_main[llm_main.proxy == "llm-detection"].groupby(["backend", "layer", "alpha"]).explained.agg(
+            latents="size", explained="sum")).reset_index()
+    parse["parsed_frac"] = parse.judged / parse.asked.where(parse.asked > 0)
+    display(parse.round(3))
+else:
+    display(Markdown("No LLM backend ran."))
+
+# %% [markdown]
 # ## Table 1: layers × α
 # Main SAEs only (the plain SAE and the weighted SAEs of the downstream Γ variant); untrained-flagged SAEs are
 # marked. Gains: mean(α) − mean(α = 0), 95 % bootstrap CI (latents resampled within each SAE; the mean row
-# averages the per-layer gains).
+# averages the per-layer gains), from usable cells only: a cell with too few latents or too few readable
+# judgements shows why instead of a number.
 
 # %%
-def llm_scores(s: pd.DataFrame, backend: str) -> pd.DataFrame:
-    """Per latent: the mean of its LLM detection and fuzzing scores (delphi's two scorers)."""
-    b = s[(s.backend == backend) & s.proxy.isin(["llm-detection", "llm-fuzzing"])]
+def llm_scores(s: pd.DataFrame, backend: str, kind: str = "") -> pd.DataFrame:
+    """Per latent: the mean of its LLM detection and fuzzing scores (delphi's two scorers); kind '-auc': their AUCs."""
+    b = s[(s.backend == backend) & s.proxy.isin([f"llm-detection{kind}", f"llm-fuzzing{kind}"])]
     return b.groupby(["layer", "alpha", "sae", "latent"], as_index=False).score.mean()
 
 
-tables, gains_all, variants = {}, [], []
+def cell_status(be: str, layer_: object, a: float, n: int) -> str:
+    """'ok', or why the cell gives no number (too few latents for a CI, too few readable judgements)."""
+    if n < min_latents:
+        return f"too few latents for a CI ({n} < min_latents {min_latents})"
+    if be != "offline":
+        r = parse[(parse.backend == be) & (parse.layer.astype(str) == str(layer_)) & (parse.alpha == a)]
+        judged, asked = (int(r.judged.iloc[0]), int(r.asked.iloc[0])) if len(r) else (0, 0)
+        if asked == 0 or judged / asked < min_parsed_frac:
+            return f"too few parsed judgements ({judged} of {asked} read; needs {min_parsed_frac:.0%})"
+    return "ok"
+
+
+def is_plumbing(be: str, model: str) -> bool:
+    """A run that only shows the judge path works: the transformers backend, the embedded model, or flagged."""
+    return bool(plumbing_check) or be == "transformers" or EMBEDDED_ALIAS.lower() in str(model).lower()
+
+
+tables, variants = {}, []
 # Without a validated proxy the pivot still shows the best-margin bounded one, marked as not validated.
 bounded = candidates[candidates.bounded.astype(bool)]
 shown = chosen if chosen is not None else (str(bounded.proxy.iloc[0]) if len(bounded) else None)
 if shown is not None:
     variants.append(("offline", shown, scores[(scores.proxy == shown) & scores["main"].astype(bool)]))
 for be in sorted(set(scores.backend) - {"offline"}):
-    variants.append((be, "llm (detection + fuzzing)/2", llm_scores(scores[scores["main"].astype(bool)], be)))
+    main_s = scores[scores["main"].astype(bool)]
+    variants.append((be, "llm (detection + fuzzing)/2", llm_scores(main_s, be)))
+    auc_s = llm_scores(main_s, be, "-auc")
+    if auc_s.score.notna().any():
+        variants.append((be, "llm AUC of P(1) (detection + fuzzing)/2", auc_s))
 t1_rows = []
 for be, scorer, s in variants:
-    piv, gains = A.table1(s, n_boot, seed)
-    tables[(be, scorer)] = (piv, gains)
+    model = rows[rows.backend == be].model.iloc[0] if (rows.backend == be).any() else ""
+    plumbing = be != "offline" and is_plumbing(be, model)
+    n_lat = s.dropna(subset=["score"]).groupby(["layer", "alpha"]).size()
+    cells = s[["layer", "alpha"]].drop_duplicates().sort_values(["layer", "alpha"])
+    status = {(r.layer, r.alpha): cell_status(be, r.layer, r.alpha, int(n_lat.get((r.layer, r.alpha), 0)))
+              for r in cells.itertuples()}
+    usable = s[[status[(la, a)] == "ok" for la, a in zip(s.layer, s.alpha, strict=True)]]
+    piv, gains = A.table1(usable, n_boot, seed) if len(usable) else (pd.DataFrame(), pd.DataFrame(
+        columns=["layer", "alpha", "gain", "ci_lo", "ci_hi"]))
+    n_layers = cells.layer.nunique()
+    tables[(be, scorer)] = (piv, gains, status)
     note = ""
     if be == "offline":
         note = " — a non-LLM proxy, not the paper's metric" + (
-            "" if scorer == chosen else "; **not validated**: it did not beat the random-weight SAE at every layer")
-    display(Markdown(f"**{be}: {scorer}**{note}"))
-    display(piv.round(3))
+            "" if scorer == chosen else "; **not validated**: it did not beat the random-weight SAE at every layer "
+            f"on at least {min_latents} latents")
+    elif plumbing:
+        note = f" — **plumbing check**: {model} is not a capable judge"
+    display(Markdown(f"**{be}: {scorer}** ({model}){note}"))
+    shown_t = cells.assign(value=[f"{piv.loc[r.layer, r.alpha]:.3f}" if status[(r.layer, r.alpha)] == "ok"
+                                  else status[(r.layer, r.alpha)] for r in cells.itertuples()])
+    display(shown_t.pivot(index="layer", columns="alpha", values="value"))
     display(gains.round(3))
-    for layer_, r in piv.iterrows():
-        for a, v in r.items():
-            g = gains[(gains.layer.astype(str) == str(layer_)) & (gains.alpha == a)]
-            t1_rows.append({"backend": be, "scorer": scorer, "validated": be != "offline" or scorer == chosen,
-                            "layer": layer_, "alpha": a, "mean": v,
-                            "gain_vs_alpha0": g.gain.iloc[0] if len(g) else np.nan,
-                            "gain_ci_lo": g.ci_lo.iloc[0] if len(g) else np.nan,
-                            "gain_ci_hi": g.ci_hi.iloc[0] if len(g) else np.nan})
-t1 = pd.DataFrame(t1_rows, columns=["backend", "scorer", "validated", "layer", "alpha", "mean", "gain_vs_alpha0",
-                                    "gain_ci_lo", "gain_ci_hi"])
+    layer_rows = [(r.layer, r.alpha) for r in cells.itertuples()]
+    mean_rows = [("mean", a) for a in sorted(cells.alpha.unique())]
+    for layer_, a in layer_rows + mean_rows:
+        if layer_ == "mean":
+            st = [status[(la, a)] for la in cells[cells.alpha == a].layer]
+            ok_all = all(x == "ok" for x in st) and len(st) == n_layers
+            stat = "ok" if ok_all else f"{sum(x == 'ok' for x in st)} of {n_layers} layers usable"
+        else:
+            stat = status[(layer_, a)]
+        v = piv.loc[layer_, a] if stat == "ok" and layer_ in piv.index and a in piv.columns else np.nan
+        g = gains[(gains.layer.astype(str) == str(layer_)) & (gains.alpha == a)] if stat == "ok" else gains.iloc[:0]
+        pr = parse[(parse.backend == be) & (parse.layer.astype(str) == str(layer_)) & (parse.alpha == a)]
+        t1_rows.append({"backend": be, "scorer": scorer, "model": model,
+                        "validated": (scorer == chosen) if be == "offline" else not plumbing,
+                        "layer": layer_, "alpha": a, "n_latents": int(n_lat[n_lat.index.get_level_values("alpha") == a].sum())
+                        if layer_ == "mean" else int(n_lat.get((layer_, a), 0)), "mean": v,
+                        "gain_vs_alpha0": g.gain.iloc[0] if len(g) else np.nan,
+                        "gain_ci_lo": g.ci_lo.iloc[0] if len(g) else np.nan,
+                        "gain_ci_hi": g.ci_hi.iloc[0] if len(g) else np.nan,
+                        "judged": int(pr.judged.iloc[0]) if len(pr) else np.nan,
+                        "asked": int(pr.asked.iloc[0]) if len(pr) else np.nan, "status": stat,
+                        "note": (f"plumbing check: {model} is not a capable judge" if plumbing else
+                                 "non-LLM proxy" if be == "offline" else "")})
+t1 = pd.DataFrame(t1_rows, columns=["backend", "scorer", "model", "validated", "layer", "alpha", "n_latents", "mean",
+                                    "gain_vs_alpha0", "gain_ci_lo", "gain_ci_hi", "judged", "asked", "status", "note"])
 # The human backend (blind ratings, autointerp_human) joins Table 1 when any rating exists.
 human = pd.read_csv(human_table) if human_table and Path(human_table).is_file() else pd.DataFrame()
 if len(human) and (human.scorer == H.NO_RATINGS).all():
@@ -149,14 +227,14 @@ elif len(human):
                      + ")"))
     display(human.round(3))
 if len(human):
-    t1 = pd.concat([t1, human[t1.columns]], ignore_index=True)
+    t1 = pd.concat([t1, human.reindex(columns=t1.columns)], ignore_index=True)
 if latents_dir:
     display(Markdown(f"See the latents: [latent browser]({os.path.relpath(Path(latents_dir) / 'index.html', out)}),"
                      f" [blind rating page]({os.path.relpath(Path(latents_dir) / 'rate.html', out)})."))
 write_table(t1, table1_csv)
 if chosen is None:
-    display(Markdown("No offline proxy passed the planted latents and beat the random-weight SAE at every layer: "
-                     "**not decidable offline** (numbers in the proxy table above)."))
+    display(Markdown("No offline proxy passed the planted latents and beat the random-weight SAE at every layer on at "
+                     f"least {min_latents} latents: **not decidable offline** (numbers in the proxy table above)."))
 
 # %%
 fig, axes = plt.subplots(1, max(1, len(variants)), figsize=(5.5 * max(1, len(variants)), 3.6), squeeze=False)
@@ -188,14 +266,21 @@ def gain_text(gains: pd.DataFrame) -> str:
     """Per-layer and mean gains at the largest α."""
     g = gains[gains.alpha == amax]
     return "; ".join(f"{'mean' if r.layer == 'mean' else 'layer ' + str(r.layer)}: {r.gain:+.3f} "
-                     f"[{r.ci_lo:+.3f}, {r.ci_hi:+.3f}]" for r in g.itertuples())
+                     f"[{r.ci_lo:+.3f}, {r.ci_hi:+.3f}]" for r in g.itertuples()) or "none (no usable pair of cells)"
+
+
+def mean_row(piv: pd.DataFrame) -> str:
+    """The Table-1 mean row over layers, or why there is none."""
+    if "mean" not in piv.index:
+        return "no usable cell"
+    return ", ".join(f"α={a:g}: {v:.3f}" for a, v in piv.loc["mean"].items())
 
 
 cand = candidates.set_index("proxy")
 margins = "; ".join(f"{p}: α=0 margin {r.mean_margin:+.3f} (lowest CI bound {r.min_margin_lo:+.3f})"
                     for p, r in cand.iterrows())
 if chosen is not None:
-    piv, gains = tables[("offline", chosen)]
+    piv, gains, _status = tables[("offline", chosen)]
     gm = gains[(gains.layer == "mean") & (gains.alpha == amax)]
     metrics.update({"offline_gain_mean": float(gm.gain.iloc[0]) if len(gm) else None,
                     "offline_gain_lo": float(gm.ci_lo.iloc[0]) if len(gm) else None,
@@ -209,8 +294,7 @@ if chosen is not None:
         f"{chosen}: α=0 margin over the random SAE {cand.loc[chosen, 'mean_margin']:+.3f} (lowest per-layer CI "
         f"bound {cand.loc[chosen, 'min_margin_lo']:+.3f}); SAEs flagged untrained: "
         + (f"margin {cand.loc[chosen, 'untrained_margin']:+.3f}" if np.isfinite(cand.loc[chosen, "untrained_margin"])
-           else "none scored") + f"; gains {gain_text(gains)}. Mean table row: "
-        + ", ".join(f"α={a:g}: {v:.3f}" for a, v in piv.loc["mean"].items())
+           else "none scored") + f"; gains {gain_text(gains)}. Mean table row: " + mean_row(piv)
         + f"; {int(rows[rows.scorer == chosen].n_latents.median())} latents per SAE (median), seed {seed}.",
         "not decidable here",
         "The paper's score is an LLM's detection/fuzzing accuracy (Llama-3.1-8B); no capable LLM installs offline. "
@@ -225,28 +309,45 @@ if chosen is not None:
                             "lo": r.ci_lo, "hi": r.ci_hi} for r in gains[gains.alpha == amax].itertuples()],
                 "paper": paper_gain / 100}))
 else:
+    few = candidates[~candidates.enough_latents.astype(bool)] if len(candidates) else candidates
     claims.append(claim(
         "lm-table1", "Offline proxies, each required to beat a random-weight SAE of the same shape at every layer "
-        "(margin CI > 0) and to pass the planted-latent checks.",
-        f"No proxy qualifies: {margins}.", "not decidable here",
-        "Not decidable offline: no offline proxy tells a trained SAE from a random one here, so it cannot rank α.",
+        f"(margin CI > 0) on at least {min_latents} latents and to pass the planted-latent checks.",
+        f"No proxy qualifies: {margins}." + (f" Too few latents for a CI: {int(few.min_latents.min())} scored per SAE "
+                                            f"(< {min_latents})." if len(few) else ""), "not decidable here",
+        "Not decidable offline: " + ("too few latents were scored to tell a trained SAE from a random one." if len(few)
+                                     else "no offline proxy tells a trained SAE from a random one here, so it "
+                                     "cannot rank α."),
         key_number="no offline proxy qualifies", paper=f"+{paper_gain:g} points (76.4 → 80.2 %, Llama-3.1-8B judge)"))
-for be, scorer, _s in variants:
-    if be == "offline":
-        continue
-    piv, gains = tables[(be, scorer)]
+LLM_SCORER, AUC_SCORER = "llm (detection + fuzzing)/2", "llm AUC of P(1) (detection + fuzzing)/2"
+for be in sorted(set(scores.backend) - {"offline"}):
+    piv, gains, status = tables[(be, LLM_SCORER)]
     gm = gains[(gains.layer == "mean") & (gains.alpha == amax)]
     lo, hi = (float(gm.ci_lo.iloc[0]), float(gm.ci_hi.iloc[0])) if len(gm) else (np.nan, np.nan)
     model = rows[rows.backend == be].model.iloc[0]
-    verdict, why = A.table1_verdict(be, model, lo, hi, paper_gain / 100)
+    pr = parse[parse.backend == be]
+    read = (f"judgements read {int(pr.judged.sum())} of {int(pr.asked.sum())} ({int(pr.retried.sum())} only after a "
+            f"retry, {int(pr.failed.sum())} never: unjudged), explanations {int(pr.explained.sum())} of "
+            f"{int(pr.latents.sum())} latents")
+    auc_txt = (f"AUC of P(1) gains {gain_text(tables[(be, AUC_SCORER)][1])}" if (be, AUC_SCORER) in tables
+               else "no logprobs from the server: no AUC")
+    bad = [f"layer {la}, α={a:g}: {v}" for (la, a), v in status.items() if v != "ok"]
+    if is_plumbing(be, model):
+        verdict, why = "not decidable here", (f"plumbing check: {model} is not a capable judge; this row shows the "
+                                              "judge path works end to end, not the paper's score.")
+    elif bad:
+        verdict, why = "not decidable here", "cells without a usable number: " + "; ".join(bad)
+    else:
+        verdict, why = A.table1_verdict(be, model, lo, hi, paper_gain / 100)
     metrics.update({f"{be}_gain_mean": float(gm.gain.iloc[0]) if len(gm) else None, f"{be}_gain_lo": lo,
-                    f"{be}_gain_hi": hi})
+                    f"{be}_gain_hi": hi, f"{be}_model": model, f"{be}_judged": int(pr.judged.sum()),
+                    f"{be}_asked": int(pr.asked.sum()), f"{be}_plumbing_check": is_plumbing(be, model)})
     claims.append(claim(
         "lm-table1", f"LLM auto-interp with {model} ({be} backend), per latent (detection + fuzzing)/2 balanced "
         f"accuracy; gain of α = {amax:g} over α = 0, mean over layers, 95 % bootstrap CI. Reproduced if the CI is "
-        f"above 0; not reproduced if it lies below the paper's +{paper_gain} points.",
-        f"gains {gain_text(gains)}; mean row " + ", ".join(f"α={a:g}: {v:.3f}" for a, v in piv.loc["mean"].items()),
-        verdict, why,
+        f"above 0; not reproduced if it lies below the paper's +{paper_gain} points. Cells need {min_latents} "
+        f"latents and {min_parsed_frac:.0%} of their judgements read.",
+        f"{read}; gains {gain_text(gains)}; mean row {mean_row(piv)}; {auc_txt}", verdict, why,
         key_number=f"{model}: α = {amax:g} − α = 0: " + (f"{gm.gain.iloc[0]:+.3f} [{lo:+.3f}, {hi:+.3f}] (mean over "
                                                          "layers)" if len(gm) else "no gain row"),
         paper=f"+{paper_gain:g} points (76.4 → 80.2 %, Llama-3.1-8B judge)",

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from wsae_utils.autointerp import llm_client as C
+from wsae_utils.autointerp import llm_judge as J
 from wsae_utils.autointerp import proxies as P
 from wsae_utils.autointerp import scoring as A
 from wsae_utils.core.stats import bootstrap_ci, bootstrap_diff_ci
@@ -243,6 +244,8 @@ class _Server:
         self.requests: list[dict] = []
         self.headers: list[dict] = []
         self.answer = answer or (lambda body: "Explanation: hello")
+        self.refuse = None  # body -> HTTP code to refuse it with (a server without JSON mode), or None
+        self.logprobs = None  # body -> the choice's "logprobs" object, or None
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -273,8 +276,15 @@ class _Server:
                     return self._send(200, b"{not json")
                 if step == "slow":
                     time.sleep(1.5)
+                code = outer.refuse(body) if outer.refuse else None
+                if code:
+                    # llama-cpp-python's words for a field it does not accept (it says so with HTTP 500)
+                    return self._send(code, {"error": {"message": "1 validation error: literal_error"}})
                 content = outer.answer(body)
-                self._send(200, {"choices": [{"message": {"role": "assistant", "content": content}}]})
+                choice = {"message": {"role": "assistant", "content": content}}
+                if outer.logprobs and body.get("logprobs"):
+                    choice["logprobs"] = outer.logprobs(body)
+                self._send(200, {"choices": [choice]})
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
@@ -363,8 +373,10 @@ def test_end_to_end_explain_detect_fuzz_through_the_server(corpus, tmp_path):
 
     def answer(body):
         text = body["messages"][-1]["content"]
-        if "Reply as 'Explanation:" in text:
-            return "Explanation: numbers written as digits"
+        if '{"explanation"' in text:
+            return '{"explanation": "numbers written as digits"}'
+        if "Reply with exactly this JSON" in text:  # the answer-format probe: a server that honours the schema
+            return '{"labels": [1]}'
         lines = [ln for ln in text.splitlines() if ln[:1].isdigit() and ". " in ln[:4]]
         if "highlighted tokens match" in text:
             flags = [int(any(ch in digits for seg in ln.split("<<")[1:] for ch in seg.split(">>")[0]))
@@ -376,19 +388,23 @@ def test_end_to_end_explain_detect_fuzz_through_the_server(corpus, tmp_path):
     s = _Server(answer)
     try:
         c = C.OpenAIChat(s.url, "scripted", cache_dir=tmp_path / "cache", backoff_s=0.01)
-        cfg = C.LLMScoreConfig(per_prompt=5)
+        cfg = J.JudgeConfig(per_prompt=5)
         d, r = names.index("digit"), names.index("random")
-        expl = C.llm_explain(c, records, [d, r], token_str, tokens, cfg)
-        assert expl == ["numbers written as digits"] * 2
-        sc = C.llm_score(c, records, [d, r], expl, token_str, tokens, cfg)
+        expl, tries = J.llm_explain(c, records, [d, r], token_str, tokens, cfg)
+        assert expl == ["numbers written as digits"] * 2 and tries == [1, 1]
+        sc = J.llm_score(c, records, [d, r], expl, token_str, tokens, cfg)
         assert sc[0]["detection"] >= 0.9 and sc[0]["fuzzing"] >= 0.9
         assert sc[0]["detection_failed"] == 0 and sc[0]["fuzzing_failed"] == 0
+        assert sc[0]["detection_judged"] == sc[0]["detection_asked"] == 100 and sc[0]["detection_retried"] == 0
         assert abs(sc[1]["detection"] - 0.5) < 0.2  # digits do not explain random firing
         n = len(s.requests)
-        C.llm_score(c, records, [d, r], expl, token_str, tokens, cfg)
+        J.llm_score(c, records, [d, r], expl, token_str, tokens, cfg)
         assert len(s.requests) == n  # every judgement cached
         # every example is judged: 100 test examples / 5 per prompt = 20 detection prompts per latent
         assert sum("is the feature active" in q["messages"][-1]["content"] for q in s.requests) == 40
+        # the request estimate of the reports: all of them, plus the one probe of the answer format
+        assert len(s.requests) == J.expected_requests(1, 2, 100, 5, shuffled=False) + 1
+        assert s.requests[-1]["response_format"]["type"] == "json_schema" and s.requests[-1]["logprobs"] is True
     finally:
         s.close()
 
@@ -397,15 +413,19 @@ def test_unparseable_answers_are_counted_not_scored(server, tmp_path, corpus):
     tokens, names, records, _, _ = corpus
     server.answer = lambda body: "I think maybe yes"
     c = _client(server, tmp_path)
-    sc = C.llm_score(c, records, [0], ["x"], token_str, tokens, C.LLMScoreConfig())
-    assert np.isnan(sc[0]["detection"]) and sc[0]["detection_failed"] == 100
+    sc = J.llm_score(c, records, [0], ["x"], token_str, tokens, J.JudgeConfig(parse_retries=1))
+    assert np.isnan(sc[0]["detection"]) and sc[0]["detection_failed"] == 100 and sc[0]["detection_judged"] == 0
+    judgements = [q for q in server.requests if "For each of the" in q["messages"][-1 if len(q["messages"]) < 4 else 1][
+        "content"]]
+    retried = [q for q in judgements if len(q["messages"]) == 4]
+    assert len(retried) == len(judgements) / 2  # each unreadable answer asked once more, then counted
 
 
 def test_render_and_parse():
-    assert C.render(["a", " b", " c"], np.array([0, 1, 1])) == "a<< b c>>"
-    assert C.parse_labels("answer: [1, 0, 1]", 3) == [True, False, True]
-    assert C.parse_labels("[1, 0]", 3) is None and C.parse_labels("[1, 2, 0]", 3) is None
-    assert C.parse_explanation("Thinking...\nExplanation: the word 'the'.") == "the word 'the'."
+    assert J.render(["a", " b", " c"], np.array([0, 1, 1])) == "a<< b c>>"
+    assert J.parse_labels("answer: [1, 0, 1]", 3) == [True, False, True]
+    assert J.parse_labels("[1, 0]", 3) is None and J.parse_labels("[1, 2, 0]", 3) is None
+    assert J.parse_explanation("Thinking...\nExplanation: the word 'the'.") == "the word 'the'."
 
 
 def test_transformers_backend_plumbing(tmp_path):
@@ -441,6 +461,111 @@ def test_minilm_encoder_if_installed():
     v = enc.encode(["the cat sat", "a cat was sitting", "stock prices fell"])
     assert v.shape == (3, 384) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
     assert v[0] @ v[1] > v[0] @ v[2]
+
+
+def _labels_answer(body):
+    text = next((m["content"] for m in body["messages"] if "For each of the" in m["content"]), "")
+    n = int(text.split("For each of the ")[1].split()[0]) if "For each of the" in text else 1
+    return json.dumps({"labels": [j % 2 for j in range(n)]})
+
+
+def test_unreadable_answer_is_asked_again_and_the_retry_counted(server, tmp_path, corpus):
+    tokens, _, records, _, _ = corpus
+    # prose first; the follow-up turn (4 messages: ..., the bad answer, the reminder) gets JSON
+    server.answer = lambda body: _labels_answer(body) if len(body["messages"]) == 4 else "Yes, mostly."
+    sc = J.llm_score(_client(server, tmp_path), records, [0], ["x"], token_str, tokens, J.JudgeConfig())
+    for kind in J.KINDS:
+        assert sc[0][f"{kind}_judged"] == sc[0][f"{kind}_retried"] == sc[0][f"{kind}_asked"] == 100
+        assert sc[0][f"{kind}_failed"] == 0 and np.isfinite(sc[0][kind])
+    retry = next(q for q in server.requests if len(q["messages"]) == 4)
+    assert retry["messages"][2] == {"role": "assistant", "content": "Yes, mostly."}
+    assert "could not be read" in retry["messages"][3]["content"]
+
+
+def test_answer_format_falls_back_to_what_the_server_accepts(server, tmp_path, corpus):
+    tokens, _, records, _, _ = corpus
+    # JSON mode only when response_format asks for it; prose otherwise (an ignored `grammar` field included)
+    server.answer = lambda b: _labels_answer(b) if b.get("response_format") else "Sure! Here you go."
+    # refuses OpenAI's json_schema type the way llama-cpp-python does (HTTP 500, a validation error), and logprobs
+    server.refuse = lambda b: 500 if (b.get("response_format") or {}).get("type") == "json_schema" else (
+        422 if b.get("logprobs") else None)
+    c = _client(server, tmp_path)
+    sc = J.llm_score(c, records, [0], ["x"], token_str, tokens, J.JudgeConfig())
+    st = c.settings()
+    assert st["format_used"] == "json_object" and st["logprobs_asked"] is False and st["logprobs_returned"] is False
+    assert [n.split(":")[0] for n in st["negotiation"]] == [
+        "json_schema + logprobs", "json_schema", "grammar + logprobs", "grammar", "json_object + logprobs",
+        "json_object"]
+    assert "HTTP 500" in st["negotiation"][0] and "accepted but not honoured" in st["negotiation"][3]
+    assert sc[0]["detection_judged"] == 100 and sc[0]["detection_with_p"] == 0 and np.isnan(sc[0]["detection_auc"])
+    assert server.requests[-1]["response_format"] == {"type": "json_object", "schema": J.labels_schema(5)}
+    # a server that accepts no answer format at all is a clear error, not a silent downgrade to guesses
+    server.refuse = lambda b: 400
+    with pytest.raises(C.BackendError, match="refused every answer format"):
+        _client(server, tmp_path / "other").complete(MSG, J.labels_schema(1))
+
+
+def test_grammar_of_the_compact_answer():
+    g = C.gbnf(J.labels_schema(3))
+    assert g == 'root ::= "{\\"labels\\":" "[" v ("," v){2} "]}"\nv ::= "0" | "1"'
+    assert f"c{{1,{J.EXPLANATION_MAX_CHARS}}}" in C.gbnf(J.EXPLANATION_SCHEMA)
+    assert C.gbnf({"type": "object", "properties": {"a": {"type": "number"}}}) is None
+
+
+def _spelled(text, p_one):
+    """OpenAI-style logprobs of an answer spelled one character per token; each 0/1 has P('1') = p_one."""
+    import math
+
+    content = []
+    for ch in text:
+        alts = [{"token": ch, "logprob": 0.0}]
+        if ch in "01":
+            alts = [{"token": "1", "logprob": math.log(p_one)}, {"token": "0", "logprob": math.log(1 - p_one)},
+                    {"token": "{", "logprob": -9.0}]
+        content.append({"token": ch, "logprob": next(a["logprob"] for a in alts if a["token"] == ch),
+                        "top_logprobs": alts})
+    return {"content": content}
+
+
+def test_label_probabilities_from_logprobs():
+    lp = _spelled('{"labels": [1, 0, 1]}', 0.8)
+    compact = [[t["token"], t["logprob"], [[a["token"], a["logprob"]] for a in t["top_logprobs"]]]
+               for t in lp["content"]]
+    assert J.label_probs(compact, 3) == pytest.approx([0.8, 0.8, 0.8])
+    assert J.label_probs(compact, 2) is None  # no list of 2 labels in the answer
+    assert J.label_probs(None, 3) is None
+    # numbering digits before the list are not labels
+    pre = [["Excerpt 1", -0.1, []], [": ", -0.1, []]] + compact
+    assert J.label_probs(pre, 3) == pytest.approx([0.8, 0.8, 0.8])
+
+
+def test_auc_from_logprobs_ranks_examples_where_labels_cannot(server, tmp_path, corpus):
+    tokens, names, records, _, _ = corpus
+    d = names.index("digit")
+
+    def answer(body):  # always "1": balanced accuracy 0.5, but P("1") is higher on excerpts with digits
+        return _labels_answer(body).replace("0", "1")
+
+    def logprobs(body):
+        text = body["messages"][-1]["content"]
+        lines = [ln for ln in text.splitlines() if ln[:1].isdigit() and ". " in ln[:4]]
+        has = [any(ch.isdigit() for ch in ln.split(". ", 1)[1]) for ln in lines] or [True]
+        content = []
+        for tok in ["{", '"labels"', ": ", "["] + [x for j, h in enumerate(has) for x in ([", "] if j else []) + [
+                f"{h}"]] + ["]}"]:
+            if tok in ("True", "False"):
+                p = 0.9 if tok == "True" else 0.6
+                content.append({"token": "1", "logprob": np.log(p), "top_logprobs": [
+                    {"token": "1", "logprob": np.log(p)}, {"token": "0", "logprob": np.log(1 - p)}]})
+            else:
+                content.append({"token": tok, "logprob": 0.0, "top_logprobs": []})
+        return {"content": content}
+
+    server.answer, server.logprobs = answer, logprobs
+    c = _client(server, tmp_path)
+    sc = J.llm_score(c, records, [d], ["digits"], token_str, tokens, J.JudgeConfig())[0]
+    assert sc["detection"] == 0.5 and sc["detection_with_p"] == sc["detection_judged"] == 100
+    assert sc["detection_auc"] == 1.0 and c.settings()["logprobs_returned"] is True
 
 
 @pytest.mark.parametrize("backend,lo,hi,verdict", [

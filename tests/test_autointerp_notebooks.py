@@ -132,9 +132,9 @@ def test_llm_backend_through_loopback_server_and_key_never_written(cache, monkey
 
     def answer(body):
         text = body["messages"][-1]["content"]
-        if "Reply as 'Explanation:" in text:
-            return "Explanation: some tokens"
-        n = int(text.split("For each of the ")[1].split()[0])
+        if '{"explanation"' in text:
+            return '{"explanation": "some tokens"}'
+        n = int(text.split("For each of the ")[1].split()[0]) if "For each of the" in text else 1
         return str([j % 2 for j in range(n)])
 
     secret = "sk-loopback-SECRET-0987654321"

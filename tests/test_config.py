@@ -20,7 +20,7 @@ from wsae_utils.run.config import (
     value_tag,
 )
 
-CONFIGS = ["config", "smoke", "paper"]
+CONFIGS = ["config", "smoke", "paper", "local_llm"]
 
 
 def _raw(name="config"):

@@ -5,20 +5,63 @@
 
 AI_DIR = "results/autointerp"
 LATENTS_DIR = "results/latents"  # the latent browser's pages (workflow/rules/latents.smk)
+AI_ON = section_enabled("autointerp") and section_enabled("lm")
+# autointerp.serve: the workflow runs a local llama.cpp server for the auto-interp jobs (config/local_llm.yaml).
+AI_SERVE = config["autointerp"].get("serve") if AI_ON else None
+AI_SERVER_INFO = f"{AI_DIR}/llm_server.json" if AI_SERVE is not None else ""
 
 
-if section_enabled("autointerp") and section_enabled("lm") and config["autointerp"].get("backend") == "openai":
+if AI_ON and config["autointerp"].get("backend") == "openai":
 
-    # An unreachable LLM server stops the run before any job starts (the checks notebook pings again).
+    # An unreachable LLM server stops the run before any job starts (the checks notebook pings again). With serve,
+    # the server lives in Snakemake's own process for the run: started here, before the first job, stopped by
+    # onsuccess / onerror, at interpreter exit (Ctrl-C) and by a parent-death signal (Snakemake killed). Not a
+    # service job: Snakemake runs a service and all its consumers at once as one pipe group, which needs cores for
+    # every consumer together (5 of 2 here) and starts the layer jobs alongside the checks job they depend on.
     onstart:
+        from snakemake.logging import logger
+
         from wsae_utils.autointerp.llm_client import OpenAIChat
 
-        OpenAIChat(
-            config["autointerp"].get("base_url", ""), "ping", config["autointerp"].get("api_key_env") or None
-        ).check()
+        # only when this run executes a job that talks to the server (checks pings it, the layers use it)
+        if any(j.rule.name in ("autointerp_checks", "autointerp_layer") for j in workflow.dag.needrun_jobs()):
+            if AI_SERVE is not None:
+                from wsae_utils.autointerp.llm_server import start_for_workflow
+
+                if not workflow.local_exec:
+                    raise WorkflowError(
+                        "autointerp.serve starts a loopback server on this machine; jobs on other nodes cannot "
+                        "reach it: run locally or start a server the nodes can reach and drop serve"
+                    )
+                srv = start_for_workflow(
+                    config["autointerp"]["base_url"],
+                    config["autointerp"]["llm_model"],
+                    AI_SERVE,
+                    AI_SERVER_INFO,
+                    f"{AI_DIR}/llm_server.log",
+                )
+                logger.info(
+                    f"llama.cpp server for the auto-interp jobs: {srv.base_url} serving {srv.model_id} "
+                    f"(up in {srv.startup_s:.1f} s; log {srv.log_path})"
+                )
+            OpenAIChat(
+                config["autointerp"].get("base_url", ""), "ping", config["autointerp"].get("api_key_env") or None
+            ).check()
+
+    if AI_SERVE is not None:
+
+        onsuccess:
+            from wsae_utils.autointerp.llm_server import stop_workflow_server
+
+            stop_workflow_server()
+
+        onerror:
+            from wsae_utils.autointerp.llm_server import stop_workflow_server
+
+            stop_workflow_server()
 
 
-if section_enabled("autointerp") and section_enabled("lm"):
+if AI_ON:
 
     use rule _notebook as autointerp_checks with:
         input:
@@ -76,6 +119,7 @@ if section_enabled("autointerp") and section_enabled("lm"):
                     train_rows=f"results/lm/train/layer{w.layer}/rows.csv",
                     sae_root="results/lm/saes",
                     latents_dir=LATENTS_DIR,
+                    server_info=AI_SERVER_INFO,
                 ),
                 wildcard_examples(layer=lm_layers()),
             ),

@@ -412,12 +412,14 @@ def summarize(scores: list[dict] | None, floor: list[dict] | None = None, n_boot
 # choosing the proxy and building Table 1 (layers × α)
 
 
-def choose_proxy(rows: pd.DataFrame, planted_ok: dict[str, bool]) -> tuple[str | None, pd.DataFrame]:
+def choose_proxy(rows: pd.DataFrame, planted_ok: dict[str, bool],
+                 min_latents: int = 2) -> tuple[str | None, pd.DataFrame]:
     """The offline proxy for the Table-1 verdict, by measurement.
 
     Candidates: offline proxies on a bounded scale that pass the planted-latent checks. Each needs, for every
-    layer, the plain SAE (α = 0, main) above the random-weight SAE with a margin CI excluding 0. Among those, the
-    largest mean normalised margin (margin / (1 − chance): the fraction of the way from chance to perfect) wins.
+    layer, the plain SAE (α = 0, main) above the random-weight SAE with a margin CI excluding 0, each on at least
+    `min_latents` scored latents (fewer make no CI worth reading). Among those, the largest mean normalised margin
+    (margin / (1 − chance): the fraction of the way from chance to perfect) wins.
     Returns (proxy or None, the candidates table).
     """
     base = rows[(rows.alpha == 0) & rows["main"].astype(bool) & rows.scorer.isin(list(OFFLINE_PROXIES))]
@@ -429,10 +431,12 @@ def choose_proxy(rows: pd.DataFrame, planted_ok: dict[str, bool]) -> tuple[str |
         out.append({"proxy": proxy, "planted_ok": bool(planted_ok.get(str(proxy), False)),
                     "layers": len(g), "min_margin_lo": float(g.margin_lo.min()), "mean_margin": float(g.margin.mean()),
                     "mean_norm_margin": float(norm.mean()), "bounded": bounded,
-                    "all_layers_clear": bool((g.margin_lo > 0).all())})
+                    "all_layers_clear": bool((g.margin_lo > 0).all()), "min_latents": int(g.n_latents.min()),
+                    "enough_latents": bool((g.n_latents >= min_latents).all())})
     cand = pd.DataFrame(out, columns=["proxy", "planted_ok", "layers", "min_margin_lo", "mean_margin",
-                                      "mean_norm_margin", "bounded", "all_layers_clear"])
-    ok = cand[cand.planted_ok & cand.bounded & cand.all_layers_clear]
+                                      "mean_norm_margin", "bounded", "all_layers_clear", "min_latents",
+                                      "enough_latents"])
+    ok = cand[cand.planted_ok & cand.bounded & cand.all_layers_clear & cand.enough_latents]
     cand = cand.sort_values("mean_norm_margin", ascending=False, na_position="last").reset_index(drop=True)
     if ok.empty:
         return None, cand

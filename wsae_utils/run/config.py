@@ -545,6 +545,10 @@ def _autointerp_errors(section: dict) -> list[str]:
     for key in ("n_explain", "n_test_act"):
         if isinstance(q, int) and isinstance(checks.get(key), int) and q > checks[key]:
             errs.append(f"checks.n_quantiles = {q}: must be <= checks.{key} ({checks[key]})")
+    if "serve" in section:  # the workflow starts a llama.cpp server at base_url: it must be a port of this machine
+        from wsae_utils.autointerp.llm_server import serve_errors
+
+        errs += serve_errors(section["serve"], backend, url, model)
     n, n_llm = layer.get("n_latents"), layer.get("n_llm_latents")
     if backend != "offline" and isinstance(n, int) and isinstance(n_llm, int) and n_llm > n:
         errs.append(f"layer.n_llm_latents = {n_llm}: must be <= layer.n_latents ({n})")
