@@ -21,6 +21,7 @@ include: "workflow/rules/notebook.smk"
 include: "workflow/rules/toy.smk"
 include: "workflow/rules/lm.smk"
 include: "workflow/rules/autointerp.smk"
+include: "workflow/rules/saebench.smk"
 include: "workflow/rules/vision.smk"
 include: "workflow/rules/aggregate.smk"
 

@@ -224,7 +224,7 @@ for be, scorer, _s in variants:
         f"accuracy; gain of α = {amax:g} over α = 0, mean over layers, 95 % bootstrap CI. Reproduced if the CI is "
         f"above 0; not reproduced if it lies below the paper's +{paper_gain} points.",
         f"gains {gain_text(gains)}; mean row " + ", ".join(f"α={a:g}: {v:.3f}" for a, v in piv.loc["mean"].items()),
-        verdict, why))
+        verdict, why, precedence=2 if be == "openai" else 0))  # an LLM judge decides over the offline metrics
 display(Markdown(f"Chosen offline proxy: **{chosen or 'none (not decidable offline)'}**. Proxy margins at α = 0: "
                  f"{margins}."))
 metrics["total_seconds"] = time.time() - t_start

@@ -137,8 +137,15 @@ class PassageSet:
 
 
 def _encode(tokenizer: Any, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-    enc = tokenizer([text], add_special_tokens=False, return_offsets_mapping=True)
-    return list(enc["input_ids"][0]), [tuple(o) for o in enc["offset_mapping"][0]]
+    """Token ids of `text` and each token's character span."""
+    try:
+        enc = tokenizer([text], add_special_tokens=False, return_offsets_mapping=True)
+        return list(enc["input_ids"][0]), [tuple(o) for o in enc["offset_mapping"][0]]
+    except TypeError:  # a tokenizer without offsets (the byte tokenizer of random-init test models)
+        ids = list(tokenizer([text], add_special_tokens=False)["input_ids"][0])
+        ends = np.minimum(np.cumsum([len(tokenizer.decode([i])) for i in ids]), len(text))
+        starts = np.r_[0, ends[:-1]]
+        return ids, [(int(a), int(b)) for a, b in zip(starts, ends, strict=True)]
 
 
 def unseen_passages(tokenizer: Any, docs: dict[str, str], seen: Tensor, context_size: int, passage_tokens: int,
@@ -234,13 +241,15 @@ def alpha_vocab(tokenizer: Any) -> tuple[np.ndarray, list[str], np.ndarray]:
 
     SAEBench's `get_alpha_tokens`: an optional single leading space, then letters only (ASCII here).
     """
-    vocab = tokenizer.get_vocab()
+    if hasattr(tokenizer, "get_vocab"):
+        pairs = [(int(i), tokenizer.convert_tokens_to_string([t])) for t, i in tokenizer.get_vocab().items()]
+    else:  # the byte tokenizer of random-init test models: 256 one-byte tokens
+        pairs = [(i, tokenizer.decode([i])) for i in range(1, 257)]
     ids, strs, letters = [], [], []
-    for t, i in sorted(vocab.items(), key=lambda kv: kv[1]):
-        s = tokenizer.convert_tokens_to_string([t])
+    for i, s in sorted(pairs):
         w = s[1:] if s.startswith(" ") else s
         if w and all("a" <= c.lower() <= "z" for c in w):
-            ids.append(int(i))
+            ids.append(i)
             strs.append(s)
             letters.append(LETTERS.index(w[0].lower()))
     return np.asarray(ids, np.int64), strs, np.asarray(letters, np.int64)

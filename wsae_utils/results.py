@@ -222,18 +222,21 @@ CLAIMS: dict[str, str] = {
 VERDICTS = ("reproduced", "not reproduced", "not decidable here")
 
 
-def claim(claim_id: str, test: str, numbers: str, verdict: str, why: str = "", decidable: str = "") -> dict[str, str]:
+def claim(claim_id: str, test: str, numbers: str, verdict: str, why: str = "", decidable: str = "",
+          precedence: int = 0) -> dict[str, Any]:
     """One claims-table row: the test applied, the numbers (seeds, CIs), the verdict, why, and what was decidable.
 
     `decidable` says which settings the verdict was decided on (and why the others were not) and the minimum
-    detectable effect at the run's sample size next to the paper's effect (see `wsae_utils.power`).
+    detectable effect at the run's sample size next to the paper's effect (see `wsae_utils.power`). When several
+    reports test one claim, only those with the highest `precedence` decide its verdict (e.g. an LLM judge over the
+    offline metrics over a proxy); the others stay in the row as context.
     """
     if claim_id not in CLAIMS:
         raise ValueError(f"claim id {claim_id!r} is not one of {sorted(CLAIMS)}")
     if verdict not in VERDICTS:
         raise ValueError(f"verdict {verdict!r} is not one of {VERDICTS}")
     return {"id": claim_id, "claim": CLAIMS[claim_id], "test": test, "numbers": numbers, "verdict": verdict, "why": why,
-            "decidable": decidable}
+            "decidable": decidable, "precedence": int(precedence)}
 
 
 def combine_verdicts(parts: Iterable[str], passing: str = "reproduced") -> str:
@@ -253,13 +256,16 @@ def combine_verdicts(parts: Iterable[str], passing: str = "reproduced") -> str:
 def claims_table(found: list[dict[str, str]]) -> pd.DataFrame:
     """One row per paper claim (registry order) from the `claims` rows of every report; 'not run' where none.
 
-    Several reports may test one claim (e.g. per Γ variant); their tests and numbers are joined, and the verdict is
-    theirs when they agree, else 'mixed' with each one listed.
+    Several reports may test one claim (e.g. per Γ variant); their tests and numbers are joined (the deciding ones
+    first), and the verdict is that of the rows with the highest `precedence` when they agree, else 'mixed' with
+    each one listed.
     """
     rows = []
     for cid, text in CLAIMS.items():
         mine = [c for c in found if c.get("id") == cid]
-        verdicts = sorted({c["verdict"] for c in mine})
+        top = max((int(c.get("precedence", 0)) for c in mine), default=0)
+        mine = sorted(mine, key=lambda c: -int(c.get("precedence", 0)))  # stable: report order within a level
+        verdicts = sorted({c["verdict"] for c in mine if int(c.get("precedence", 0)) == top})
         verdict = "not run" if not mine else verdicts[0] if len(verdicts) == 1 else "mixed: " + ", ".join(verdicts)
         rows.append({
             "id": cid,

@@ -578,24 +578,39 @@ def scr(x_mean: Tensor, codes_mean: Tensor, W_dec: Tensor, probes: SCRProbes, ns
 # planted dictionaries (validity checks)
 
 
-def probe_dictionary(directions: Tensor, offsets: Tensor | None = None) -> Any:
-    """A Top-k SAE whose latents are the given probe directions [m, d] (k = m: every latent is always selected).
-
-    Latent j = ReLU(d̂_j · x + offset_j) with decoder row d̂_j (unit): with offset 0 it is the probe projection
-    itself (the best case of absorption), with a large offset it never clips, so its mean over a passage is the
-    probe's mean-pooled projection (the best case of 1-sparse probing).
-    """
+def dictionary(W_enc: Tensor, b_enc: Tensor, W_dec: Tensor) -> Any:
+    """A Top-k SAE with the given rows and k = its number of latents (every latent always selected, then ReLU)."""
     from .sae import SAEConfig, SparseAutoencoder
 
-    m, d = directions.shape
-    unit = directions.float() / directions.float().norm(dim=1, keepdim=True).clamp_min(1e-12)
+    m, d = W_enc.shape
     sae = SparseAutoencoder(SAEConfig(d_in=d, n_latents=m, activation="topk", k=m, normalize_decoder=False))
     with torch.no_grad():
-        sae.W_enc.copy_(unit)
-        sae.W_dec.copy_(unit)
-        sae.b_enc.copy_(offsets.float() if offsets is not None else torch.zeros(m))
+        sae.W_enc.copy_(W_enc.float())
+        sae.b_enc.copy_(b_enc.float())
+        sae.W_dec.copy_(W_dec.float())
         sae.b_dec.zero_()
     return sae.eval()
+
+
+def projection_dictionary(directions: Tensor, offsets: Tensor | None = None) -> Any:
+    """Latent j = ReLU(d̂_j · x + offset_j), decoder row d̂_j (unit directions [m, d]).
+
+    Offset 0: the probe projection itself (the best case of absorption: the letter latent carries all of the
+    probe's direction). An offset larger than any negative projection never clips, so the latent's mean over a
+    passage is the probe's projection of the mean-pooled activation (the best case of 1-sparse probing).
+    """
+    unit = directions.float() / directions.float().norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return dictionary(unit, offsets if offsets is not None else torch.zeros(len(unit)), unit)
+
+
+def logit_dictionary(w: Tensor, b: Tensor) -> Any:
+    """Latent j = ReLU(w_j · x + b_j), the positive part of probe j's logit, with decoder row w_j / ‖w_j‖².
+
+    Silent where the concept is absent, and ablating it (x − f_j d_j) moves probe j's logit to at most 0 where it
+    fired: one latent per concept, the best case of TPP and SCR (with N = 1 latent ablated).
+    """
+    w = w.float()
+    return dictionary(w, b.float(), w / (w.norm(dim=1, keepdim=True) ** 2).clamp_min(1e-12))
 
 
 # ---------------------------------------------------------------------------------------------------------------
