@@ -1,4 +1,4 @@
-"""Cross-check wsae_utils.saebench against sae-bench 0.6 itself, on the same inputs (by hand; sae-bench is no dependency).
+"""Cross-check wsae_utils.saebench against sae-bench 0.6 on the same inputs (run by hand; sae-bench is no dependency).
 
 sae-bench's `run_eval` entry points cannot run offline: they load the model with TransformerLens's `from_pretrained`
 (hub; the embedded SmolLM2 is not in its model list) and the probing data sets from the hub. Its metric functions
@@ -22,7 +22,7 @@ example sets, the same probes) and compares:
 Run in a throw-away venv (sae-bench pins numpy < 2 and pulls a torchvision that does not match the CPU torch wheel):
 
     python3 -m venv /tmp/sbvenv && /tmp/sbvenv/bin/pip install torch==2.13.0 sae-bench==0.6.0
-    /tmp/sbvenv/bin/pip uninstall -y torchvision     # else transformers fails: "operator torchvision::nms does not exist"
+    /tmp/sbvenv/bin/pip uninstall -y torchvision  # else transformers: "operator torchvision::nms does not exist"
     PYTHONPATH=. /tmp/sbvenv/bin/python benchmarks/saebench_crosscheck.py --layer 12 --out results/bench/saebench_xcheck
 """
 
@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (a linear script)
     ap.add_argument("--ns", default="1,2,5,20")
     ap.add_argument("--e2e", action="store_true", help="also run sae-bench's absorption pipeline on SmolLM2 in TL")
     ap.add_argument("--e2e-words", type=int, default=1500)
+    ap.add_argument("--model-path", default="resources/models/smollm2-135m", help="the converted embedded LM")
+    ap.add_argument("--rows", default=None, help="lm_saebench rows.csv of the layer (our end-to-end numbers)")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -185,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (a linear script)
 
     # 4. absorption per word: sae-bench's calculator, activations served by a stub model
     w_letter, w_test = tk["word_letter"].numpy(), tk["word_test"].numpy().astype(bool)
-    letter = B.letter_probe(words[~w_test], w_letter[~w_test], words[w_test], w_letter[w_test], batch_size=512)
+    letter = B.letter_probe(words[~w_test], w_letter[~w_test], words[w_test], w_letter[w_test], batch_size=64)
     ksl = B.k_sparse_letter_probes(ours.encode(words[~w_test]).detach(), w_letter[~w_test],
                                    ours.encode(words[w_test]).detach(), w_letter[w_test], batch_size=512)
     tps = B.true_positive_words(letter, words[w_test], w_letter[w_test])
@@ -260,38 +262,45 @@ def smollm_in_transformerlens(path: str):
 
 
 def e2e_absorption(args, theirs, info, tk, words, letter, check) -> dict:
-    """sae-bench's absorption pipeline on SmolLM2-in-TL (a vocabulary sample) vs ours on the same words."""
+    """sae-bench's absorption pipeline on SmolLM2-in-TL (a sample of our words) vs ours (lm_saebench's rows)."""
+    import pandas as pd
     import sae_bench.evals.absorption.feature_absorption as sb_fa
     import sae_bench.evals.absorption.k_sparse_probing as sb_ks
     import sae_bench.evals.absorption.main as sb_main
     from sae_bench.evals.absorption import common as sb_common
 
-    model, _ = smollm_in_transformerlens(info.get("model_path", "resources/models/smollm2-135m"))
+    model, _ = smollm_in_transformerlens(args.model_path)
     rng = np.random.default_rng(0)
-    sample = sorted(rng.choice(len(info["word_strings"]), size=min(args.e2e_words, len(info["word_strings"])),
-                               replace=False).tolist())
-    vocab = [info["word_strings"][i] for i in sample]
-    sb_fa.get_alpha_tokens = lambda _tok: vocab  # the sample instead of the whole vocabulary
+    strings = info["word_strings"]
+    vocab = [strings[i] for i in sorted(rng.choice(len(strings), size=min(args.e2e_words, len(strings)),
+                                                   replace=False).tolist())]
+    sb_fa.get_alpha_tokens = lambda _tok: vocab  # a sample instead of the whole vocabulary (CPU time)
     sb_common.get_alpha_tokens = lambda _tok: vocab
-    theirs.cfg.metadata.hook_layer = args.layer
     work = Path(args.out) / "e2e"
     t0 = time.time()
-    ks = sb_ks.run_k_sparse_probing_experiment(model=model, sae=theirs, layer=args.layer, sae_name="xcheck",
-                                               max_k_value=10, prompt_template="{word} has the first letter:",
-                                               prompt_token_pos=-6, device="cpu", experiment_dir=work / "ks",
-                                               probes_dir=work / "probes", k_sparse_probe_batch_size=512,
+    common = {"model": model, "sae": theirs, "layer": args.layer, "sae_name": "xcheck", "max_k_value": 10,
+              "prompt_template": "{word} has the first letter:", "prompt_token_pos": -6, "device": "cpu",
+              "probes_dir": work / "probes"}
+    ks = sb_ks.run_k_sparse_probing_experiment(**common, experiment_dir=work / "ks", k_sparse_probe_batch_size=512,
                                                verbose=False)
-    raw = sb_fa.run_feature_absortion_experiment(model=model, sae=theirs, layer=args.layer, sae_name="xcheck",
-                                                 max_k_value=10, prompt_template="{word} has the first letter:",
-                                                 prompt_token_pos=-6, device="cpu", experiment_dir=work / "fa",
-                                                 sparse_probing_experiment_dir=work / "ks",
-                                                 probes_dir=work / "probes", batch_size=32)
+    raw = sb_fa.run_feature_absortion_experiment(**common, experiment_dir=work / "fa",
+                                                 sparse_probing_experiment_dir=work / "ks", batch_size=32)
     agg = sb_main._aggregate_results_df(raw)
     good = set(ks[ks.f1_probe > 0.6].letter)
     agg = agg[agg.letter.isin(good)]
-    theirs_frac, theirs_full = float(agg.mean_absorption_fraction.mean()), float(agg.full_absorption_rate.mean())
-    return {"sae_bench_mean_absorption": theirs_frac, "sae_bench_full_rate": theirs_full, "letters": len(agg),
-            "seconds": time.time() - t0}
+    out = {"sae_bench_mean_absorption": float(agg.mean_absorption_fraction.mean()),
+           "sae_bench_full_rate": float(agg.full_absorption_rate.mean()), "sae_bench_letters": len(agg),
+           "words": len(vocab), "seconds": time.time() - t0}
+    if args.rows:
+        r = pd.read_csv(args.rows)
+        sae_name = Path(args.sae or f"results/lm/saes/layer{args.layer}/alpha0")
+        mine = r[(r.kind == "trained") & (r.sae == f"paper/{sae_name.name}")]
+        for metric, key in (("absorption", "sae_bench_mean_absorption"), ("full_absorption", "sae_bench_full_rate")):
+            ours = float(mine[mine.metric == metric].value.iloc[0])
+            out[f"ours_{metric}"] = ours
+            check(f"end to end {metric}: ours − sae-bench (independent prompts and probe seeds)", ours - out[key],
+                  TOL["e2e_absorption"])
+    return out
 
 
 t0 = time.time()

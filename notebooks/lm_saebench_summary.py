@@ -17,7 +17,10 @@
 # 3. the **permuted-γ control** (the same γ values on shuffled dimensions, same α) is beside it: the gain over the
 #    control must also be above 0, else the gain is not the paper's mechanism;
 # 4. verdict: reproduced (gain CI > 0 and control-gain CI > 0); not reproduced (gain CI below the smallest gain of
-#    interest, or the control gets the gain); otherwise not decidable here. SAEs flagged untrained never enter.
+#    interest, or the control gets the gain); otherwise not decidable here. SAEs flagged untrained never enter;
+# 5. a verdict needs at least `min_seeds` SAE seeds per compared cell: with fewer, the CI covers test examples but
+#    not SAE seeds (a change that only reorders float sums moved LM numbers by more than these CIs), so the claim
+#    reads "not decidable here" and the per-metric verdicts are shown as what the example-only CIs would say.
 #
 # The claim's verdict over the usable metrics: reproduced only if every one reproduces, not reproduced if any does
 # not, else not decidable. It decides the summary's Table-1 row unless an LLM judge ran.
@@ -28,6 +31,7 @@ device = "cpu"
 layer_dirs = ["results/lm/saebench/layer12"]
 tables_dir = "results/tables"
 min_gains = {"absorption": 0.01, "full_absorption": 0.01, "sparse_probing": 0.01, "tpp": 0.01, "scr": 0.02}
+min_seeds = 3
 n_boot = 2000
 seed = 0
 
@@ -48,7 +52,8 @@ t_start = time.time()
 out = Path(out_dir)
 (out / "figures").mkdir(parents=True, exist_ok=True)
 setup_style()
-settings = {k: globals()[k] for k in ("layer_dirs", "tables_dir", "min_gains", "n_boot", "seed", "device")}
+settings = {k: globals()[k] for k in ("layer_dirs", "tables_dir", "min_gains", "min_seeds", "n_boot", "seed",
+                                      "device")}
 unknown = sorted(set(min_gains) - set(B.METRICS))
 if unknown:
     raise ValueError(f"min_gains = {min_gains}: unknown metrics {unknown} (known: {sorted(B.METRICS)})")
@@ -185,12 +190,18 @@ for metric, spec in B.METRICS.items():
     gci = B.interval(g) if g is not None else (np.nan, np.nan)
     cci = B.interval(c) if c is not None else None
     v, why = B.metric_verdict(gci, cci, min_gains[metric], usable[metric])
+    n_seeds = int(gains[(gains.metric == metric) & (gains.layer == "mean")].seeds.min()) if len(gains) else 0
+    v_examples = v
+    if usable[metric] and n_seeds < min_seeds:
+        v, why = "not decidable here", (f"{n_seeds} SAE seed(s) per cell, fewer than {min_seeds}: the CI covers test "
+                                        f"examples only (on those alone: {v_examples})")
     verdict_rows.append({"metric": metric, "label": spec.label, "direction": "higher" if spec.direction > 0 else
                          "lower", "param": HEAD[metric], "alpha": a_max, "variant": variant, "usable": usable[metric],
                          "gain": float(np.mean(g)) if g is not None else np.nan, "gain_lo": gci[0], "gain_hi": gci[1],
                          "over_control": float(np.mean(c)) if c is not None else np.nan,
                          "control_lo": cci[0] if cci else np.nan, "control_hi": cci[1] if cci else np.nan,
-                         "min_gain": min_gains[metric], "verdict": v, "why": why})
+                         "min_gain": min_gains[metric], "seeds": n_seeds, "verdict_examples_only": v_examples,
+                         "verdict": v, "why": why})
 verdicts = pd.DataFrame(verdict_rows)
 write_table(verdicts, Path(tables_dir) / "saebench_verdicts.csv")
 display(verdicts.drop(columns=["label"]).round(4))
@@ -200,6 +211,7 @@ seeds_used = sorted(saes_all[saes_all.kind == "trained"].seed.unique().tolist())
 numbers = "; ".join(
     f"{r.label}: gain α={r.alpha:g} − 0 {r.gain:+.4f} [{r.gain_lo:+.4f}, {r.gain_hi:+.4f}], over the permuted-γ "
     f"control {r.over_control:+.4f} [{r.control_lo:+.4f}, {r.control_hi:+.4f}] → {r.verdict}"
+    + (f" (with example-only CIs: {r.verdict_examples_only})" if r.verdict != r.verdict_examples_only else "")
     for r in decisive.itertuples())
 not_used = ", ".join(f"{r.label} (validity failed)" for r in verdicts[~verdicts.usable].itertuples())
 if len(decisive):
@@ -208,6 +220,8 @@ if len(decisive):
            if verdict == "reproduced" else
            "at least one usable metric rules out a gain of the smallest size of interest, or its gain is the "
            "permuted-γ control's" if verdict == "not reproduced" else
+           f"fewer than {min_seeds} SAE seeds per cell: the intervals do not cover SAE seeds"
+           if (decisive.seeds < min_seeds).any() else
            "the usable metrics' intervals include both no gain and a gain; more SAE seeds or test examples needed")
 else:
     verdict, why = "not decidable here", "no metric passed its validity checks (planted cases, random-SAE floor)"
@@ -217,8 +231,8 @@ test_text = (f"SAEBench-style offline metrics (no LLM judge), Γ variant '{varia
              "that pass their planted cases and beat a random-weight SAE at every layer decide.")
 claims = [claim("lm-table1", test_text, (numbers or "no usable metric") + (f". Not used: {not_used}" if not_used
                                                                              else ""),
-                verdict, why, decidable=f"decided on {', '.join(decisive.metric) or 'no metric'}; "
-                f"{'one SAE seed per cell: the CIs cover test examples, not SAE seeds' if len(seeds_used) < 2 else ''}",
+                verdict, why, decidable=f"decided on {', '.join(decisive.metric) or 'no metric'} (usable); "
+                f"{len(seeds_used)} SAE seed(s), {min_seeds} needed for a verdict",
                 precedence=1)]
 metrics = {"verdict": verdict, "variant": variant, "alpha": a_max, "n_layers": len(layers),
            "usable": usable, "has_control": has_control, "seeds": seeds_used,

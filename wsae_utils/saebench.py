@@ -28,7 +28,7 @@ Each metric returns per-example *contributions* whose sum is the metric, on exam
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +42,7 @@ from torch import Tensor
 
 @torch.no_grad()
 def fit_logistic(X: Tensor, y: Tensor, C: float = 1.0, balanced: bool = False, max_iter: int = 100,
-                 tol: float = 1e-8) -> tuple[Tensor, Tensor]:
+                 tol: float = 1e-10) -> tuple[Tensor, Tensor]:
     """(w [P, d], b [P]) minimising ½‖w‖² + C Σ s_i logloss_i for P problems X [P, n, d], y [P, n] in {0, 1}.
 
     sklearn's `LogisticRegression(C=C)` objective (intercept not penalised); `balanced` weighs samples like its
@@ -88,9 +88,8 @@ def fit_logistic(X: Tensor, y: Tensor, C: float = 1.0, balanced: bool = False, m
             t = torch.where(bad, t / 2, t)
             new = theta - t[:, None] * step
             f_new = objective(new)
-        done = (f - f_new).abs() <= tol * (1 + f.abs())
         theta, f = new, f_new
-        if bool(done.all()) or float(dec.abs().max()) < tol:
+        if bool((dec <= tol * (1 + f.abs())).all()):  # Newton decrement: quadratic convergence from here on
             break
     w, b = theta[:, :-1].float(), theta[:, -1].float()
     return (w[0], b[0]) if single else (w, b)
@@ -212,22 +211,30 @@ def _exp_decay(opt: torch.optim.Optimizer, start: float, end: float, steps: int)
 
 
 def train_multi_probe(X: Tensor, y: Tensor, n_classes: int, epochs: int = 50, lr: float = 1e-2, end_lr: float = 1e-5,
-                      weight_decay: float = 1e-4, batch_size: int = 4096, l1: float = 0.0, seed: int = 0,
-                      map_x: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor]:
+                      weight_decay: float = 1e-4, batch_size: int = 4096, l1: float = 0.0, seed: int = 0
+                      ) -> tuple[Tensor, Tensor]:
     """SAEBench's `train_multi_probe`: n_classes one-vs-rest logistic probes, BCE with pos_weight = n_neg / n_pos,
     Adam with weight decay, learning rate decayed exponentially to `end_lr`; `l1` adds l1 · mean_c Σ|w_c| (the
-    sparse probe on SAE latents). Returns (weight [n_classes, d], bias [n_classes])."""
+    sparse probe on SAE latents). Returns (weight [n_classes, d], bias [n_classes]).
+
+    Rows with few non-zeros (SAE latents) run as weighted bags of weight rows: the same sums, the FLOPs of the
+    non-zeros only.
+    """
     g = torch.Generator().manual_seed(seed)
+    X = X.float()
     onehot = torch.nn.functional.one_hot(y.long(), n_classes).float()
     pos = onehot.sum(0)
     pos_weight = (len(y) - pos) / pos.clamp_min(1)
-    d = X.shape[1] if map_x is None else map_x(X[:1]).shape[1]
-    probe = torch.nn.Linear(d, n_classes)
-    with torch.no_grad():  # seeded initialisation (nn.Linear's default init, from our generator)
-        bound = 1 / math.sqrt(d)
-        probe.weight.uniform_(-bound, bound, generator=g)
-        probe.bias.uniform_(-bound, bound, generator=g)
-    opt = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=weight_decay)
+    d = X.shape[1]
+    bound = 1 / math.sqrt(d)  # nn.Linear's default initialisation, from our generator
+    Wt = torch.nn.Parameter(torch.empty(n_classes, d).uniform_(-bound, bound, generator=g).T.contiguous())
+    b = torch.nn.Parameter(torch.empty(n_classes).uniform_(-bound, bound, generator=g))
+    nnz = int((X != 0).sum(1).max()) if len(X) else 0
+    bags = None
+    if 0 < nnz <= d // 8:
+        _, idx = X.abs().topk(nnz, dim=1)
+        bags = (idx, X.gather(1, idx))
+    opt = torch.optim.Adam([Wt, b], lr=lr, weight_decay=weight_decay)
     sched = _exp_decay(opt, lr, end_lr, epochs)
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
     with torch.enable_grad():
@@ -235,15 +242,18 @@ def train_multi_probe(X: Tensor, y: Tensor, n_classes: int, epochs: int = 50, lr
             order = torch.randperm(len(y), generator=g)
             for s in range(0, len(y), batch_size):
                 i = order[s:s + batch_size]
-                xb = X[i] if map_x is None else map_x(X[i])
-                loss = loss_fn(probe(xb), onehot[i])
+                if bags is not None:
+                    z = torch.nn.functional.embedding_bag(bags[0][i], Wt, per_sample_weights=bags[1][i], mode="sum")
+                else:
+                    z = X[i] @ Wt
+                loss = loss_fn(z + b, onehot[i])
                 if l1 > 0:
-                    loss = loss + l1 * probe.weight.abs().sum(-1).mean()
+                    loss = loss + l1 * Wt.abs().sum(0).mean()
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
             sched.step()
-    return probe.weight.detach().clone(), probe.bias.detach().clone()
+    return Wt.detach().T.contiguous(), b.detach().clone()
 
 
 @dataclass
