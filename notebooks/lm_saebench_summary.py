@@ -146,7 +146,7 @@ for metric, spec in B.METRICS.items():
                 d = spec.direction * B.bootstrap_draws(A, lay["contrib"][g_key], n_boot, seed + lay["layer"],
                                                        minus=Bc, paired_seeds=sa == sb)
                 per_layer.append((lay["layer"], d, spec.direction * (A.sum(1).mean() - Bc.sum(1).mean()),
-                                  len(sa), sa == sb))
+                                  min(len(sa), len(sb)), sa == sb))
             for lyr, d, g, ns, paired in per_layer:
                 lo, hi = B.interval(d)
                 gain_rows.append({"metric": metric, "alpha": a, "against": against, "layer": lyr, "gain": g,
@@ -190,7 +190,8 @@ for metric, spec in B.METRICS.items():
     gci = B.interval(g) if g is not None else (np.nan, np.nan)
     cci = B.interval(c) if c is not None else None
     v, why = B.metric_verdict(gci, cci, min_gains[metric], usable[metric])
-    n_seeds = int(gains[(gains.metric == metric) & (gains.layer == "mean")].seeds.min()) if len(gains) else 0
+    at = gains[(gains.metric == metric) & (gains.layer == "mean") & (gains.alpha == a_max)] if len(gains) else gains
+    n_seeds = int(at.seeds.min()) if len(at) else 0  # the fewest seeds of any cell the verdict compares
     v_examples = v
     if usable[metric] and n_seeds < min_seeds:
         v, why = "not decidable here", (f"{n_seeds} SAE seed(s) per cell, fewer than {min_seeds}: the CI covers test "
