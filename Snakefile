@@ -22,6 +22,7 @@ include: "workflow/rules/toy.smk"
 include: "workflow/rules/lm.smk"
 include: "workflow/rules/autointerp.smk"
 include: "workflow/rules/saebench.smk"
+include: "workflow/rules/latents.smk"
 include: "workflow/rules/vision.smk"
 include: "workflow/rules/aggregate.smk"
 

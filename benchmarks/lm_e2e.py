@@ -21,10 +21,10 @@ import time
 
 import torch
 
-from wsae_utils import lm as L
-from wsae_utils.hardware import PRECISIONS, machine_summary, resolve_precision
-from wsae_utils.sae import SAEConfig, SparseAutoencoder, make_gamma
-from wsae_utils.train import SAETrainer, TrainConfig, resolve_device
+from wsae_utils.core.sae import SAEConfig, SparseAutoencoder, make_gamma
+from wsae_utils.core.train import SAETrainer, TrainConfig
+from wsae_utils.hardware import PRECISIONS, machine_summary, resolve_device, resolve_precision
+from wsae_utils.lm import model as L
 
 
 def _sync(device: torch.device) -> None:
@@ -34,7 +34,7 @@ def _sync(device: torch.device) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     """Build the LM and the SAEs, warm up, time `args.steps` batches; return the measurements."""
-    device = resolve_device(args.device)
+    device = torch.device(resolve_device(args.device))
     if args.threads:
         torch.set_num_threads(args.threads)
     facts = L.model_facts(args.model)
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run, print a one-line table and the JSON."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="pythia-160m-random", help="a wsae_utils.lm registry name")
+    p.add_argument("--model", default="pythia-160m-random", help="a wsae_utils.lm.model registry name")
     p.add_argument("--layers", type=int, nargs="+", default=None, help="default: every layer of the model")
     p.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.5, 1.0])
     p.add_argument("--expansion", type=int, default=32, help="latents per model dimension")

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import torch
 
-from wsae_utils import lm as L
-from wsae_utils import text as T
+from wsae_utils.core.metrics import fvu
+from wsae_utils.core.sae import SAEConfig, SparseAutoencoder
+from wsae_utils.core.train import SAETrainer, TrainConfig
 from wsae_utils.hardware import cpu_info, machine_summary, this_cpu_bf16_verdict
-from wsae_utils.metrics import fvu
-from wsae_utils.sae import SAEConfig, SparseAutoencoder
-from wsae_utils.train import SAETrainer, TrainConfig
+from wsae_utils.lm import model as L
+from wsae_utils.lm import text as T
 
 
 def _cpu_busy() -> tuple[float, float]:

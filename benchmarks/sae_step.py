@@ -8,7 +8,7 @@ noisy neighbour slows them all alike; the CPU time used by other processes durin
 
 One step = forward, loss, backward, optimizer step and the per-step bookkeeping that library's own trainer does:
 
-  wsae            wsae_utils.train.SAETrainer.step (fused sparse Top-k step), plain MSE
+  wsae            wsae_utils.core.train.SAETrainer.step (fused sparse Top-k step), plain MSE
   wsae_weighted   the same with the WSAE loss ||Γ(x − x̂)||² (γ fixed, positive)
   saelens         SAELens TopKTrainingSAE + its SAETrainer.step (library defaults)
   sparsify        EleutherAI sparsify SparseCoder + the per-step sequence of its Trainer.fit (FVU loss)
@@ -53,7 +53,7 @@ import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from wsae_utils.hardware import cpu_info, machine_summary, this_cpu_bf16_verdict  # noqa: E402
-from wsae_utils.lm import model_facts  # noqa: E402
+from wsae_utils.lm.model import model_facts  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -132,8 +132,8 @@ def _nbytes(*modules_or_opts) -> int:
 def make_wsae(shape: Shape, seed: int, device: str, dtype: str, weighted: bool) -> Adapter:
     """wsae_utils: SAETrainer.step on a Top-k SAE (unit-norm decoder, Adam), optionally with Γ."""
     import wsae_utils
-    from wsae_utils.sae import SAEConfig, SparseAutoencoder
-    from wsae_utils.train import SAETrainer, TrainConfig
+    from wsae_utils.core.sae import SAEConfig, SparseAutoencoder
+    from wsae_utils.core.train import SAETrainer, TrainConfig
 
     sae = SparseAutoencoder(SAEConfig(shape.d_in, shape.n_latents, activation="topk", k=shape.k), seed=seed,
                             device=device)

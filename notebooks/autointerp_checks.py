@@ -23,7 +23,7 @@
 
 # %% tags=["parameters"]
 out_dir = "results/dev/autointerp/checks"
-device = "cpu"
+device = "auto"
 num_threads = 2
 acts_dir = "results/lm/acts"
 max_contexts = 384
@@ -62,20 +62,21 @@ import seaborn as sns
 from IPython.display import Markdown, display
 from safetensors.numpy import save_file
 
-from wsae_utils import autointerp as A
-from wsae_utils import autointerp_proxies as P
-from wsae_utils import lm as L
-from wsae_utils import lm_saes as S
-from wsae_utils.plots import save_figure, setup_style
-from wsae_utils.results import atomic_write_text, conclusion_markdown, write_metrics, write_table
+from wsae_utils.autointerp import proxies as P
+from wsae_utils.autointerp import scoring as A
+from wsae_utils.lm import model as L
+from wsae_utils.lm import saes as S
+from wsae_utils.paths import atomic_write_text
+from wsae_utils.run.plots import save_figure, setup_style
+from wsae_utils.run.results import conclusion_markdown, write_metrics, write_table
+from wsae_utils.run.setup import start_run
 from wsae_utils.runlog import log
-from wsae_utils.train import start_run
 
 t_start = time.time()
 out, dev = start_run(out_dir, seed, device, num_threads)
 setup_style()
 if backend == "openai":  # fail within seconds, before any work, when the LLM server is not there
-    from wsae_utils.llm_client import OpenAIChat
+    from wsae_utils.autointerp.llm_client import OpenAIChat
 
     OpenAIChat(base_url, "ping", api_key_env or None, allow_plain_http_key=allow_plain_http_key).check()
 settings = {k: globals()[k] for k in (
@@ -116,7 +117,7 @@ display(Markdown(f"{meta['model']}, held-out document(s) {', '.join(meta['splits
 # %%
 t0 = time.time()
 if embed:
-    from wsae_utils.llm_client import SentenceEncoder
+    from wsae_utils.autointerp.llm_client import SentenceEncoder
 
     encoder = SentenceEncoder(device=str(dev), batch_size=embed_batch)
     order = np.argsort([len(t) for t in texts])  # similar lengths per batch: less padding

@@ -9,7 +9,7 @@
 # activation quantiles and disjoint activating + silent test windows (protocol of `autointerp_checks`, stored
 # with the records). Every latent is scored by every offline proxy, also with a **shuffled explanation**
 # (another latent's), and, when `backend` is an LLM, by the LLM explainer and its detection / fuzzing
-# judgements.
+# judgements. The same pass stores what the latent browser shows (`browse.*`, see `wsae_utils.latent_pages`).
 #
 # The offline proxies are **not** the paper's LLM metric. Their validity (planted latents) is in
 # `autointerp_checks`; their ability to tell a trained SAE from a random one is measured here (margin over
@@ -17,7 +17,7 @@
 
 # %% tags=["parameters"]
 out_dir = "results/dev/autointerp/layer4"
-device = "cpu"
+device = "auto"
 num_threads = 1
 layer = 4
 acts_dir = "results/lm/acts"
@@ -41,10 +41,13 @@ max_tokens = 256
 per_prompt = 5
 n_llm_latents = 50
 n_cards = 2
+n_logit_tokens = 10
+latents_dir = ""
 seed = 0
 
 # %%
 import json
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -57,15 +60,16 @@ import torch
 from IPython.display import HTML, Markdown, display
 from safetensors.numpy import load_file
 
-from wsae_utils import autointerp as A
-from wsae_utils import autointerp_proxies as P
-from wsae_utils import lm as L
-from wsae_utils import lm_saes as S
-from wsae_utils.export import load_sae
-from wsae_utils.plots import save_figure, setup_style
-from wsae_utils.results import conclusion_markdown, write_metrics, write_table
+from wsae_utils.autointerp import latent_pages as LP
+from wsae_utils.autointerp import proxies as P
+from wsae_utils.autointerp import scoring as A
+from wsae_utils.core.export import load_sae
+from wsae_utils.lm import model as L
+from wsae_utils.lm import saes as S
+from wsae_utils.run.plots import save_figure, setup_style
+from wsae_utils.run.results import conclusion_markdown, write_metrics, write_table
+from wsae_utils.run.setup import start_run
 from wsae_utils.runlog import log, progress
-from wsae_utils.train import start_run
 
 t_start = time.time()
 out, dev = start_run(out_dir, seed, device, num_threads)
@@ -73,10 +77,11 @@ setup_style()
 settings = {k: globals()[k] for k in (
     "layer", "acts_dir", "checks_dir", "train_rows", "sae_root", "extra_saes", "n_latents", "min_windows",
     "random_sae_seed", "backend", "llm_model", "base_url", "api_key_env", "concurrency", "max_retries", "timeout_s",
-    "temperature", "max_tokens", "per_prompt", "n_llm_latents", "n_cards", "seed", "num_threads", "device")}
+    "temperature", "max_tokens", "per_prompt", "n_llm_latents", "n_cards", "n_logit_tokens", "latents_dir", "seed",
+    "num_threads", "device")}
 llm = None
 if backend != "offline":  # an LLM backend fails here, within seconds, before any SAE pass
-    from wsae_utils import llm_client as C
+    from wsae_utils.autointerp import llm_client as C
 
     llm = C.make_backend(backend, llm_model, base_url=base_url, api_key_env=api_key_env or None,
                          allow_plain_http_key=allow_plain_http_key,
@@ -105,7 +110,7 @@ tokenizer = L.load_tokenizer(meta["model"], cache_dir=meta.get("model_cache", "r
 token_str = A.token_decoder(tokenizer)
 encode_text = None
 if vecs is not None:
-    from wsae_utils.llm_client import SentenceEncoder
+    from wsae_utils.autointerp.llm_client import SentenceEncoder
 
     encode_text = SentenceEncoder(device=str(dev)).encode
 record_cfg = A.RecordConfig(**{**protocol["record"], "n_latents": n_latents, "min_windows": min_windows,
@@ -144,7 +149,10 @@ info["random"] = {"alpha": float("nan"), "variant": "random", "untrained": True,
 base_fp = A.fingerprint(Path(acts_dir) / "meta.json", protocol, asdict(record_cfg))
 fps = {n: A.fingerprint(Path(info[n]["dir"]) / "sae_weights.safetensors", base_fp) for n in saes}
 fps["random"] = A.fingerprint(Path(next(iter(info.values()))["dir"]) / "cfg.json", base_fp, random_sae_seed)
-records = {n: r for n in fps if (r := A.load_records_if(out / "records" / n.replace("/", "_"), fps[n]))}
+browse_fp = A.fingerprint(fps, n_logit_tokens, meta.get("model"), Path(LP.__file__))  # an edit of its code rebuilds it
+browse_ok = LP.browse_fresh(out / "browse", browse_fp)
+# Stale browser data needs every SAE's activations, so then every SAE is encoded again (one pass, cheap).
+records = {n: r for n in fps if browse_ok and (r := A.load_records_if(out / "records" / n.replace("/", "_"), fps[n]))}
 
 
 def batches():
@@ -175,6 +183,36 @@ for name, (idx, val) in topk.items():
 records = {n: records[n] for n in fps}  # SAE order: trained ones, then the random floor
 t_encode = time.time() - t0
 log(f"records of {len(records)} SAEs in {t_encode:.1f} s ({len(topk)} encoded, {len(records) - len(topk)} reused)")
+
+# %% [markdown]
+# ## What the latent browser shows, from this pass
+# Every sampled latent's complete held-out activations, those of its best decoder-cosine match in each other main
+# SAE and in the random one (for the side-by-side page), and each one's decoder direction through the LM's
+# unembedding (the tokens whose logits it raises and lowers most). Pages are built from this by
+# `autointerp_latents`, with no SAE or LM pass.
+
+# %%
+t0 = time.time()
+if not browse_ok:
+    w_u, logit_note = LP.unembedding(meta["model"], meta.get("model_cache", "resources/models"), first.cfg.d_in)
+    dec = {n: s.W_dec.detach().float().cpu().numpy() for n, s in saes.items()} | {
+        "random": rand.W_dec.detach().float().cpu().numpy()}
+    full = {n: A.topk_to_sparse(idx, val, first.cfg.n_latents) for n, (idx, val) in topk.items()}
+    anchor = next((n for n in saes if info[n]["main"] and info[n]["alpha"] == 0), None)
+    compare = [n for n in saes if info[n]["main"] and n != anchor] + ["random"]
+    browse = LP.build_browse(full, {n: r.acts.latents for n, r in records.items()}, dec,
+                             {n: {k: v for k, v in info[n].items() if k != "dir"} | {"n_latents": first.cfg.n_latents}
+                              for n in records}, windows, anchor, compare, w_u, n_logit_tokens,
+                             {"fingerprint": browse_fp, "layer": layer, "logit_note": logit_note})
+    browse.save(out / "browse")
+    del full, dec, w_u
+browse = LP.Browse.load(out / "browse")
+t_browse = time.time() - t0
+display(Markdown(f"Browser data: {sum(len(a.latents) for a in browse.acts.values())} latents over "
+                 f"{len(browse.saes)} SAEs ({len(browse.matches)} decoder matches), logit effects: "
+                 f"{browse.meta.get('logit_note') or 'none'}; {t_browse:.1f} s."
+                 + (f" Pages: [latent browser of this layer]({Path(os.path.relpath(Path(latents_dir), out)) / LP.compare_path(layer)})."
+                    if latents_dir else "")))
 
 # %% [markdown]
 # ## Offline scores (with the shuffled-explanation control)
@@ -312,7 +350,7 @@ clear = main[main.margin_lo > 0].groupby("sae").scorer.apply(lambda s: ", ".join
 display(Markdown("\n".join(f"- **{n}**{' (flagged untrained)' if info[n]['untrained'] else ''}: "
                            f"{clear.get(n, 'no proxy')} above the random SAE (margin CI > 0)"
                            for n in records if n != "random")))
-metrics = {"layer": layer, "n_saes": len(saes), "n_encoded": len(topk), "encode_seconds": t_encode, "score_seconds": t_score,
+metrics = {"layer": layer, "n_saes": len(saes), "n_encoded": len(topk), "encode_seconds": t_encode, "score_seconds": t_score, "browse_seconds": t_browse,
            "llm_seconds": t_llm, "total_seconds": time.time() - t_start, "backend": backend,
            "llm_requests": getattr(llm, "n_requests", None),
            "llm_settings": llm.settings() if llm is not None else None}

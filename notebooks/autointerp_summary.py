@@ -21,17 +21,20 @@
 
 # %% tags=["parameters"]
 out_dir = "results/dev/autointerp/summary"
-device = "cpu"
+device = "auto"
 checks_dir = "results/autointerp/checks"
 layer_dirs = ["results/autointerp/layer4"]
 table = "results/tables/autointerp.csv"
 table1_csv = "results/tables/autointerp_table1.csv"
+human_table = ""
+latents_dir = ""
 proxy = "auto"
 paper_gain = 3.8
 n_boot = 2000
 seed = 0
 
 # %%
+import os
 import time
 from pathlib import Path
 
@@ -40,17 +43,18 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from wsae_utils import autointerp as A
-from wsae_utils import autointerp_proxies as P
-from wsae_utils.plots import save_figure, setup_style
-from wsae_utils.results import claim, conclusion_markdown, read_metrics, write_metrics, write_table
+from wsae_utils.autointerp import human_ratings as H
+from wsae_utils.autointerp import proxies as P
+from wsae_utils.autointerp import scoring as A
+from wsae_utils.run.plots import save_figure, setup_style
+from wsae_utils.run.results import claim, conclusion_markdown, read_metrics, write_metrics, write_table
 
 t_start = time.time()
 out = Path(out_dir)
 (out / "figures").mkdir(parents=True, exist_ok=True)
 setup_style()
-settings = {k: globals()[k] for k in ("checks_dir", "layer_dirs", "table", "table1_csv", "proxy", "paper_gain",
-                                      "n_boot", "seed", "device")}
+settings = {k: globals()[k] for k in ("checks_dir", "layer_dirs", "table", "table1_csv", "human_table", "latents_dir",
+                                      "proxy", "paper_gain", "n_boot", "seed", "device")}
 checks = read_metrics(Path(checks_dir) / "metrics.json")
 rows = pd.concat([pd.read_csv(Path(d) / "rows.csv") for d in layer_dirs], ignore_index=True)
 scores = pd.concat([pd.read_csv(Path(d) / "scores.csv").assign(
@@ -134,6 +138,21 @@ for be, scorer, s in variants:
                             "gain_ci_hi": g.ci_hi.iloc[0] if len(g) else np.nan})
 t1 = pd.DataFrame(t1_rows, columns=["backend", "scorer", "validated", "layer", "alpha", "mean", "gain_vs_alpha0",
                                     "gain_ci_lo", "gain_ci_hi"])
+# The human backend (blind ratings, autointerp_human) joins Table 1 when any rating exists.
+human = pd.read_csv(human_table) if human_table and Path(human_table).is_file() else pd.DataFrame()
+if len(human) and (human.scorer == H.NO_RATINGS).all():
+    display(Markdown(f"**human**: {H.NO_RATINGS} (blind rating page of the latent browser); the row stays empty."))
+elif len(human):
+    display(Markdown("**human: blind ratings** (share of latents rated 'one meaning'; "
+                     + ("validated: raters put the plain SAE above the random one" if human.validated.iloc[0] else
+                        "**not validated**: raters did not put the plain SAE above the random one at every layer")
+                     + ")"))
+    display(human.round(3))
+if len(human):
+    t1 = pd.concat([t1, human[t1.columns]], ignore_index=True)
+if latents_dir:
+    display(Markdown(f"See the latents: [latent browser]({os.path.relpath(Path(latents_dir) / 'index.html', out)}),"
+                     f" [blind rating page]({os.path.relpath(Path(latents_dir) / 'rate.html', out)})."))
 write_table(t1, table1_csv)
 if chosen is None:
     display(Markdown("No offline proxy passed the planted latents and beat the random-weight SAE at every layer: "
@@ -209,14 +228,7 @@ for be, scorer, _s in variants:
     gm = gains[(gains.layer == "mean") & (gains.alpha == amax)]
     lo, hi = (float(gm.ci_lo.iloc[0]), float(gm.ci_hi.iloc[0])) if len(gm) else (np.nan, np.nan)
     model = rows[rows.backend == be].model.iloc[0]
-    if be != "openai":
-        verdict, why = "not decidable here", f"{be} backend ({model}) is a plumbing check, not a capable judge."
-    elif lo > 0:
-        verdict, why = "reproduced", "the mean gain's CI is above 0."
-    elif hi < paper_gain / 100:
-        verdict, why = "not reproduced", f"the CI excludes the paper's +{paper_gain} points."
-    else:
-        verdict, why = "not decidable here", "the CI includes both 0 and the paper's gain: more latents needed."
+    verdict, why = A.table1_verdict(be, model, lo, hi, paper_gain / 100)
     metrics.update({f"{be}_gain_mean": float(gm.gain.iloc[0]) if len(gm) else None, f"{be}_gain_lo": lo,
                     f"{be}_gain_hi": hi})
     claims.append(claim(

@@ -13,7 +13,7 @@
 
 # %% tags=["parameters"]
 out_dir = "results/dev/lm/acts"
-device = "cpu"
+device = "auto"
 num_threads = 2
 model = "smollm2-135m"
 model_cache = "resources/models"
@@ -32,27 +32,22 @@ seed = 0
 
 # %%
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from wsae_utils import lm as L
-from wsae_utils import lm_cache as C
-from wsae_utils import text as T
 from wsae_utils.hardware import machine_summary, resolve_precision
-from wsae_utils.plots import save_figure, setup_style
-from wsae_utils.results import conclusion_markdown, write_metrics, write_table
+from wsae_utils.lm import cache as C
+from wsae_utils.lm import model as L
+from wsae_utils.lm import text as T
+from wsae_utils.run.plots import save_figure, setup_style
+from wsae_utils.run.results import conclusion_markdown, write_metrics, write_table
+from wsae_utils.run.setup import start_run
 
 t_start = time.time()
-# Set up by hand rather than with train.start_run, so this notebook's code inputs hold no SAE-training module
-# (editing the trainer must not rerun the LM pass).
-torch.set_num_threads(num_threads)
-torch.manual_seed(seed)
-out, dev = Path(out_dir), torch.device(device)
-(out / "figures").mkdir(parents=True, exist_ok=True)
+out, dev = start_run(out_dir, seed, device, num_threads)
 setup_style()
 layers = sorted({int(x) for x in layers})
 settings = {k: globals()[k] for k in (

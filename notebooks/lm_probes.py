@@ -3,7 +3,7 @@
 #
 # The field's interpretability metrics for SAEs (SAEBench: k-sparse probing, first-letter absorption, targeted
 # probe perturbation, spurious-correlation removal) need labelled text. SAEBench downloads it from the hub; here
-# every task is built from the embedded corpus with a rule a reader can check (`wsae_utils.probe_tasks` states each
+# every task is built from the embedded corpus with a rule a reader can check (`wsae_utils.lm.probe_tasks` states each
 # one), and the LM runs once over it, for every layer:
 #
 # - **document**: which training novel a passage comes from, on contexts the activation cache did **not** hold
@@ -52,12 +52,12 @@ import torch
 from IPython.display import Markdown, display
 from safetensors.torch import save_file
 
-from wsae_utils import lm as L
-from wsae_utils import lm_cache as C
-from wsae_utils import probe_tasks as P
-from wsae_utils import text as T
 from wsae_utils.hardware import machine_summary
-from wsae_utils.results import atomic_write_text, conclusion_markdown, write_metrics, write_table
+from wsae_utils.lm import cache as C
+from wsae_utils.lm import model as L
+from wsae_utils.lm import probe_tasks as P
+from wsae_utils.lm import text as T
+from wsae_utils.run.results import atomic_write_text, conclusion_markdown, write_metrics, write_table
 from wsae_utils.runlog import log, progress
 
 t_start = time.time()

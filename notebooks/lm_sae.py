@@ -18,7 +18,7 @@
 
 # %% tags=["parameters"]
 out_dir = "results/dev/lm/sae/layer4"
-device = "cpu"
+device = "auto"
 num_threads = 1
 acts_dir = "results/lm/acts"
 train_dir = "results/lm/train/layer4"
@@ -42,14 +42,14 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from wsae_utils import lm as L
-from wsae_utils import lm_eval as E
-from wsae_utils import lm_saes as S
-from wsae_utils.export import load_sae
+from wsae_utils.core.export import load_sae
 from wsae_utils.hardware import resolve_precision
-from wsae_utils.plots import save_figure, setup_style
-from wsae_utils.results import conclusion_markdown, write_metrics, write_table
-from wsae_utils.train import start_run
+from wsae_utils.lm import fidelity as E
+from wsae_utils.lm import model as L
+from wsae_utils.lm import saes as S
+from wsae_utils.run.plots import save_figure, setup_style
+from wsae_utils.run.results import conclusion_markdown, write_metrics, write_table
+from wsae_utils.run.setup import start_run
 
 t_start = time.time()
 out, dev = start_run(out_dir, boot_seed, device, num_threads)

@@ -61,14 +61,14 @@ import torch
 from IPython.display import Markdown, display
 from safetensors.torch import load_file
 
-from wsae_utils import saebench as B
-from wsae_utils.autointerp import random_sae_like
-from wsae_utils.export import load_sae
+from wsae_utils.autointerp import saebench as B
+from wsae_utils.autointerp.scoring import random_sae_like
+from wsae_utils.core.export import load_sae
 from wsae_utils.hardware import resolve_precision
-from wsae_utils.plots import save_figure, setup_style
-from wsae_utils.results import conclusion_markdown, write_metrics, write_table
+from wsae_utils.run.plots import save_figure, setup_style
+from wsae_utils.run.results import conclusion_markdown, write_metrics, write_table
+from wsae_utils.run.setup import start_run
 from wsae_utils.runlog import log, progress
-from wsae_utils.train import start_run
 
 t_start = time.time()
 out, dev = start_run(out_dir, seed, device, num_threads)
@@ -168,7 +168,7 @@ center = pas[:, 1:].float().reshape(-1, d).mean(0)
 saes["random"] = random_sae_like(first, center, seed=random_sae_seed).to(dev)
 meta_sae["random"] = {"sae": "random", "variant": "random", "alpha": float("nan"), "seed": random_sae_seed,
                       "untrained": True, "kind": "random", "main": False}
-# planted: latents built from the LM's probe directions (wsae_utils.saebench: projection and logit dictionaries)
+# planted: latents built from the LM's probe directions (wsae_utils.autointerp.saebench: projection and logit dictionaries)
 task_dirs = torch.stack([B.fit_probe(features_lm[u.task], u, probe_C).w for u in units])
 unit_dirs = task_dirs / task_dirs.norm(dim=1, keepdim=True)
 offsets = -(pas[:, 1:].float().reshape(-1, d) @ unit_dirs.T).min(0).values + 1.0  # never clips on any token

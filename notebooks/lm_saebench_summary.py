@@ -7,7 +7,7 @@
 # layer by `lm_saebench` on text no SAE saw.
 #
 # **Pre-stated test**, per metric (the direction of "more interpretable" and the smallest gain of interest are fixed
-# before any number, in `wsae_utils.saebench.METRICS` and `min_gains`):
+# before any number, in `wsae_utils.autointerp.saebench.METRICS` and `min_gains`):
 #
 # 1. the metric must be **usable**: its planted cases come out as designed and the plain SAE beats a random-weight
 #    SAE at every layer (else it is reported, not used);
@@ -44,9 +44,16 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from wsae_utils import saebench as B
-from wsae_utils.plots import save_figure, setup_style
-from wsae_utils.results import claim, combine_verdicts, conclusion_markdown, read_metrics, write_metrics, write_table
+from wsae_utils.autointerp import saebench as B
+from wsae_utils.run.plots import save_figure, setup_style
+from wsae_utils.run.results import (
+    claim,
+    combine_verdicts,
+    conclusion_markdown,
+    read_metrics,
+    write_metrics,
+    write_table,
+)
 
 t_start = time.time()
 out = Path(out_dir)

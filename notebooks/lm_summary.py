@@ -15,7 +15,7 @@
 
 # %% tags=["parameters"]
 out_dir = "results/dev/lm/summary"
-device = "cpu"
+device = "auto"
 table = "results/tables/lm_sae.csv"
 long_tables = []
 ce_tolerance = 0.05
@@ -27,8 +27,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from wsae_utils.plots import save_figure, setup_style
-from wsae_utils.results import claim, conclusion_markdown, write_metrics
+from wsae_utils.lm import fidelity as E
+from wsae_utils.run.plots import save_figure, setup_style
+from wsae_utils.run.results import claim, conclusion_markdown, write_metrics
 
 setup_style()
 out = Path(out_dir)
@@ -78,27 +79,18 @@ plt.show()
 # ## Verdict
 
 # %%
-def layer_call(row: pd.Series) -> str:
-    """comparable / not comparable / undecided for one Δ CE-recovered row."""
-    if row.ci_lo > -ce_tolerance:
-        return "comparable"
-    if row.ci_hi < -ce_tolerance:
-        return "not comparable"
-    return "undecided"
-
-
 ce = diffs[(diffs.metric == "ce_recovered") & diffs.baseline.str.endswith("alpha0")].copy()
 faithful_ok = df.set_index(["layer", "sae"])["faithful"].astype(str)
 ce["usable"] = [not r.untrained and not faithful_ok.get((r.layer, r.baseline), "").startswith("undefined")
                 for r in ce.itertuples()]
-ce["call"] = [layer_call(r) if r.usable else "excluded" for _, r in ce.iterrows()]
+ce["call"] = [E.ce_recovered_call(r.ci_lo, r.ci_hi, ce_tolerance) if r.usable else "excluded"
+              for r in ce.itertuples()]
 fvu = diffs[(diffs.metric == "fvu") & diffs.baseline.str.endswith("alpha0")].set_index(["layer", "sae"])
 per_variant = {}
 for variant, g in ce.groupby("variant"):
     top = g.sort_values(["alpha", "layer"])
     calls = top[top.usable]["call"].tolist()
-    verdict = ("not decidable here" if not calls else "not reproduced" if "not comparable" in calls
-               else "reproduced" if all(c == "comparable" for c in calls) else "not decidable here")
+    verdict = E.fidelity_verdict(calls)
     nums = "; ".join(
         f"L{r.layer} α={r.alpha:g}: ΔCE-rec {r.value:+.3f} [{r.ci_lo:+.3f}, {r.ci_hi:+.3f}], ΔFVU "
         f"{fvu.loc[(r.layer, r.sae), 'value']:+.3f} [{fvu.loc[(r.layer, r.sae), 'ci_lo']:+.3f}, "

@@ -23,7 +23,7 @@
 
 # %% tags=["parameters"]
 out_dir = "results/dev/lm/train/layer4"
-device = "cpu"
+device = "auto"
 num_threads = 1
 acts_dir = "results/lm/acts"
 sae_dir = "results/lm/saes"
@@ -61,15 +61,16 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from wsae_utils import lm_saes as S
-from wsae_utils.export import save_sae
+from wsae_utils.core.export import save_sae
+from wsae_utils.core.train import TrainConfig
 from wsae_utils.hardware import resolve_precision
-from wsae_utils.lm import model_facts
+from wsae_utils.lm import saes as S
+from wsae_utils.lm.registry import model_facts
 from wsae_utils.paths import value_tag
-from wsae_utils.plots import save_figure, setup_style
-from wsae_utils.results import conclusion_markdown, write_metrics, write_table
+from wsae_utils.run.plots import save_figure, setup_style
+from wsae_utils.run.results import conclusion_markdown, write_metrics, write_table
+from wsae_utils.run.setup import start_run
 from wsae_utils.runlog import log
-from wsae_utils.train import start_run
 
 t_start = time.time()
 out, dev = start_run(out_dir, seed, device, num_threads)
@@ -114,9 +115,10 @@ display(pd.DataFrame(gamma_rows).round(4))
 
 # %%
 cfg = S.LayerTrainConfig(
-    n_latents=expansion * facts["d_model"], k=k, steps=steps, batch_size=batch_size, lr=lr,
-    lr_warmup_steps=lr_warmup_steps, lr_decay_frac=lr_decay_frac, auxk_alpha=auxk_alpha,
-    dead_window=dead_window_tokens, gamma_inside_norm=gamma_inside_norm, seed=seed, matmul_dtype=precision.dtype,
+    n_latents=expansion * facts["d_model"], k=k,
+    train=TrainConfig(steps=steps, batch_size=batch_size, lr=lr, lr_warmup_steps=lr_warmup_steps,
+                      lr_decay_frac=lr_decay_frac, auxk_alpha=auxk_alpha, dead_window=dead_window_tokens,
+                      gamma_inside_norm=gamma_inside_norm, seed=seed, matmul_dtype=precision.dtype, log_every=5),
     shuffle_shards=shuffle_shards, monitor_points=monitor_points, monitor_contexts=monitor_contexts)
 t0 = time.time()
 trained = S.train_layer_saes(acts_dir, layer, specs, stats, cfg, dev)

@@ -11,7 +11,7 @@
 # %% tags=["parameters"]
 reports = []  # [section, label, metrics.json path] per report of this run
 out_dir = "results/summary"
-device = "cpu"
+device = "auto"
 
 # %%
 import os
@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import HTML, Markdown, display
 
-from wsae_utils.results import CLAIMS, claims_table, read_metrics, write_metrics, write_table
+from wsae_utils.run.results import CLAIMS, claims_table, read_metrics, write_metrics, write_table
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)

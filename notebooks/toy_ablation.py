@@ -17,7 +17,7 @@
 
 # %% tags=["parameters"]
 out_dir = "results/dev/toy_ablation"
-device = "cpu"
+device = "auto"
 num_threads = 1
 seeds = [0, 1, 2]
 wp_specs = {
@@ -26,7 +26,7 @@ wp_specs = {
 wp_names = ["exact"]
 sae_kinds = ["tied_linear", "tied_relu", "tied_jumprelu", "tied_topk"]
 jumprelu_threshold = 0.1
-topk_k = 2
+k = 2
 latent_ratios = [0.5, 1.0, 2.0]
 sparsities = [0.5, 0.99]
 steps = 3000
@@ -45,17 +45,18 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from wsae_utils import toy
-from wsae_utils import toy_checks as tc
-from wsae_utils import toy_eval as te
-from wsae_utils import toy_sae as ts
-from wsae_utils.power import decidable_summary, mde_of_sample, verdict_over_settings
-from wsae_utils.results import claim, conclusion_markdown, write_metrics, write_table
-from wsae_utils.train import start_run
+from wsae_utils.core.power import decidable_summary, mde_of_sample, verdict_over_settings
+from wsae_utils.core.stats import t_interval
+from wsae_utils.run.results import claim, conclusion_markdown, write_metrics, write_table
+from wsae_utils.run.setup import start_run
+from wsae_utils.toy import checks as tc
+from wsae_utils.toy import data as toy
+from wsae_utils.toy import evaluation as te
+from wsae_utils.toy import sae as ts
 
 out, dev = start_run(out_dir, seeds[0], device, num_threads)
 settings = {k: globals()[k] for k in (
-    "seeds", "wp_specs", "wp_names", "sae_kinds", "jumprelu_threshold", "topk_k", "latent_ratios", "sparsities",
+    "seeds", "wp_specs", "wp_names", "sae_kinds", "jumprelu_threshold", "k", "latent_ratios", "sparsities",
     "steps", "batch_size", "lr", "pool_rows", "eval_samples", "cos_threshold", "convergence_window",
     "convergence_rtol", "convergence_atol", "num_threads", "device")}
 rule = ts.ConvergenceRule(convergence_window, convergence_rtol, convergence_atol)
@@ -75,7 +76,7 @@ for name in wp_names:
     for kind in sae_kinds:
         for ratio in latent_ratios:
             n_m = max(1, round(ratio * n))
-            cfg = ts.ToySAEConfig(W.shape[0], n_m, kind, k=min(topk_k, n_m), threshold=jumprelu_threshold)
+            cfg = ts.ToySAEConfig(W.shape[0], n_m, kind, k=k, threshold=jumprelu_threshold)
             groups = [dict(wp=name, latent_ratio=ratio, sparsity=S, seed=s) for S in sparsities for s in seeds]
             res, log, _ = te.run_groups(W, cfg, groups, steps, batch_size, lr, pool_rows, eval_samples, dev, rule,
                                         dict(cos_threshold=cos_threshold))
@@ -125,10 +126,10 @@ for wp in wp_names:
             if viol is None:
                 continue
             both = full.index.intersection(viol.index)
-            m, a, b, k = te.t_interval((full[both] - viol[both]).values)
-            verdict = "not decidable here" if k < tc.MIN_SEEDS else ("necessary" if a > 0 else "not shown necessary")
+            m, a, b, n_pairs = t_interval((full[both] - viol[both]).values)
+            verdict = tc.necessity_verdict(a, n_pairs)
             nec_rows.append(dict(wp=wp, kind=kind, condition=cond, mcc_all_conditions=float(full.mean()),
-                                 mcc_violated=float(viol.mean()), drop=m, ci=f"[{a:.3f}, {b:.3f}]", seeds=k,
+                                 mcc_violated=float(viol.mean()), drop=m, ci=f"[{a:.3f}, {b:.3f}]", seeds=n_pairs,
                                  verdict=verdict, mde=mde_of_sample((full[both] - viol[both]).values)))
             metrics[f"necessary_{cond}_{wp}_{kind}"] = verdict
 nec_df = pd.DataFrame(nec_rows)

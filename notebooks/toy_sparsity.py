@@ -25,7 +25,7 @@
 
 # %% tags=["parameters"]
 out_dir = "results/dev/toy_sparsity"
-device = "cpu"
+device = "auto"
 num_threads = 1
 seeds = [0, 1, 2]
 wp_specs = {
@@ -35,7 +35,7 @@ wp_specs = {
 wp_names = ["constructed"]
 sparsities = [0.0, 0.7, 0.9, 0.99, 0.999]
 sae_kinds = ["tied_relu", "tied_topk", "topk_auxk", "jumprelu"]
-topk_k = 2
+k = 2
 jumprelu_threshold = 0.1
 jumprelu_l0_coeff = 0.01
 latent_ratio = 1.0
@@ -64,17 +64,18 @@ import seaborn as sns
 import torch
 from IPython.display import Markdown, display
 
-from wsae_utils import toy
-from wsae_utils import toy_checks as tc
-from wsae_utils import toy_eval as te
-from wsae_utils import toy_sae as ts
-from wsae_utils.power import decidable_summary, minimum_detectable_effect, verdict_over_settings
-from wsae_utils.results import claim, conclusion_markdown, write_metrics, write_table
-from wsae_utils.train import start_run
+from wsae_utils.core.power import decidable_summary, minimum_detectable_effect, verdict_over_settings
+from wsae_utils.core.stats import sd_from_interval
+from wsae_utils.run.results import claim, conclusion_markdown, write_metrics, write_table
+from wsae_utils.run.setup import start_run
+from wsae_utils.toy import checks as tc
+from wsae_utils.toy import data as toy
+from wsae_utils.toy import evaluation as te
+from wsae_utils.toy import sae as ts
 
 out, dev = start_run(out_dir, seeds[0], device, num_threads)
 settings = {k: globals()[k] for k in (
-    "seeds", "wp_specs", "wp_names", "sparsities", "sae_kinds", "topk_k", "jumprelu_threshold", "jumprelu_l0_coeff",
+    "seeds", "wp_specs", "wp_names", "sparsities", "sae_kinds", "k", "jumprelu_threshold", "jumprelu_l0_coeff",
     "latent_ratio", "steps", "batch_size", "lr", "pool_rows", "eval_samples", "probe_active", "probe_rows",
     "probe_tau", "probe_tau_rel",
     "min_fires", "cos_threshold", "marked_decrease", "trend_spearman", "convergence_window", "convergence_rtol",
@@ -103,7 +104,7 @@ for name in wp_names:
     n = W.shape[1]
     n_m = max(1, round(latent_ratio * n))
     for kind in sae_kinds:
-        cfg = ts.ToySAEConfig(W.shape[0], n_m, kind, k=min(topk_k, n_m), threshold=jumprelu_threshold,
+        cfg = ts.ToySAEConfig(W.shape[0], n_m, kind, k=k, threshold=jumprelu_threshold,
                               l0_coeff=jumprelu_l0_coeff)
         groups = [dict(wp=name, sparsity=S, seed=s) for S in sparsities for s in seeds]
         res, log, _ = te.run_groups(W, cfg, groups, steps, batch_size, lr, pool_rows, eval_samples, dev, rule,
@@ -157,11 +158,9 @@ plt.show()
 # %%
 def fig2_mde(a, b):
     """Smallest fall of n_eff (as a fraction of the low-S mean) the end-point comparison detects (80 % power)."""
-    from scipy.stats import t
-
     if min(a[3], b[3]) < 2:
         return np.nan
-    sd = [(x[2] - x[1]) / 2 / t.ppf(0.975, x[3] - 1) * np.sqrt(x[3]) for x in (a, b)]
+    sd = [sd_from_interval(x[1], x[2], x[3]) for x in (a, b)]
     return minimum_detectable_effect(float(np.hypot(*sd)), min(a[3], b[3])) / a[0]
 
 

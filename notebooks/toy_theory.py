@@ -18,7 +18,7 @@
 
 # %% tags=["parameters"]
 out_dir = "results/dev/toy_theory"
-device = "cpu"
+device = "auto"
 num_threads = 1
 seed = 0
 identity_cases = 20
@@ -62,13 +62,13 @@ import torch
 from IPython.display import Markdown, display
 from scipy.stats import spearmanr
 
-from wsae_utils import toy
-from wsae_utils import toy_checks as tc
-from wsae_utils import toy_eval as te
-from wsae_utils import toy_sae as ts
-from wsae_utils.power import decidable_summary, verdict_over_settings
-from wsae_utils.results import claim, combine_verdicts, conclusion_markdown, write_metrics, write_table
-from wsae_utils.train import start_run
+from wsae_utils.core.power import decidable_summary, verdict_over_settings
+from wsae_utils.run.results import claim, combine_verdicts, conclusion_markdown, write_metrics, write_table
+from wsae_utils.run.setup import start_run
+from wsae_utils.toy import checks as tc
+from wsae_utils.toy import data as toy
+from wsae_utils.toy import evaluation as te
+from wsae_utils.toy import sae as ts
 
 out, dev = start_run(out_dir, seed, device, num_threads)
 settings = {k: globals()[k] for k in (
@@ -249,12 +249,12 @@ display(tr_df.sort_values(["wp", "sparsity", "init"])[[
 
 # %% [markdown]
 # ### 3c. Verdict per W_p and S
-# Rule (`wsae_utils.toy_checks.theorem1_verdict`): *not reproduced* if any perturbation lowers L_SAE (hi < 0) or a
+# Rule (`wsae_utils.toy.checks.theorem1_verdict`): *not reproduced* if any perturbation lowers L_SAE (hi < 0) or a
 # converged trained SAE is below the closed form by more than `closed_form_rtol` (hi < 0); *holds to within* the
 # check's resolution (locally) and `closed_form_rtol` (trained SAEs) only if, in addition, at least one
 # trained-from-random SAE converged; otherwise *not decidable*. The theorem assumes digon/polygon structure, which
 # only W_p without positive interference have: settings on other W_p are not decidable (outside the assumption).
-# Across settings the verdict is decided on the decidable ones only (`wsae_utils.power.verdict_over_settings`).
+# Across settings the verdict is decided on the decidable ones only (`wsae_utils.core.power.verdict_over_settings`).
 
 # %%
 t1_rows = []

@@ -20,12 +20,12 @@
 # and "lowers" L_GT without recovering anything), and neither the matched cosine nor the matchable MCC is
 # significantly lower. A setting is **decidable** only with ≥ 3 converged pairs and a guard some converged SAE in
 # that (W_p, S) meets (of any kind or weighting): where none does, failing it says nothing about weighting
-# (`wsae_utils.toy_checks.wsae_setting_verdict`). Every count below is over decidable settings, and the verdict is
+# (`wsae_utils.toy.checks.wsae_setting_verdict`). Every count below is over decidable settings, and the verdict is
 # decided on them only.
 
 # %% tags=["parameters"]
 out_dir = "results/dev/toy_wsae"
-device = "cpu"
+device = "auto"
 num_threads = 1
 seeds = [0, 1, 2]
 wp_specs = {
@@ -41,7 +41,7 @@ alphas = [0.0, 1.0]
 proxies = ["oracle", "variance"]
 gamma_normalize = "mean"
 sae_kinds = ["tied_topk", "topk_auxk", "jumprelu"]
-topk_k = 4
+k = 4
 jumprelu_threshold = 0.1
 jumprelu_l0_coeff = 0.01
 latent_ratio = 1.0
@@ -62,18 +62,18 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from wsae_utils import toy
-from wsae_utils import toy_checks as tc
-from wsae_utils import toy_eval as te
-from wsae_utils import toy_sae as ts
-from wsae_utils.power import decidable_summary, verdict_over_settings
-from wsae_utils.results import claim, conclusion_markdown, write_metrics, write_table
-from wsae_utils.sae import make_gamma
-from wsae_utils.train import start_run
+from wsae_utils.core.power import decidable_summary, verdict_over_settings
+from wsae_utils.core.sae import make_gamma
+from wsae_utils.run.results import claim, conclusion_markdown, write_metrics, write_table
+from wsae_utils.run.setup import start_run
+from wsae_utils.toy import checks as tc
+from wsae_utils.toy import data as toy
+from wsae_utils.toy import evaluation as te
+from wsae_utils.toy import sae as ts
 
 out, dev = start_run(out_dir, seeds[0], device, num_threads)
 settings = {k: globals()[k] for k in (
-    "seeds", "wp_specs", "train_wp", "sparsities", "alphas", "proxies", "gamma_normalize", "sae_kinds", "topk_k",
+    "seeds", "wp_specs", "train_wp", "sparsities", "alphas", "proxies", "gamma_normalize", "sae_kinds", "k",
     "jumprelu_threshold", "jumprelu_l0_coeff", "latent_ratio", "steps", "batch_size", "lr", "pool_rows",
     "eval_samples", "better_than_zero", "convergence_window", "convergence_rtol", "convergence_atol", "num_threads", "device")}
 rule = ts.ConvergenceRule(convergence_window, convergence_rtol, convergence_atol)
@@ -130,7 +130,7 @@ for name in train_wp:
                 groups.append(dict(wp=name, sparsity=S, seed=s, proxy=proxy, alpha=a, gamma=gamma,
                                    gamma_max_over_min=float(gamma.max() / gamma.min().clamp_min(1e-12))))
     for kind in sae_kinds:
-        cfg = ts.ToySAEConfig(W.shape[0], n_m, kind, k=min(topk_k, n_m), threshold=jumprelu_threshold,
+        cfg = ts.ToySAEConfig(W.shape[0], n_m, kind, k=k, threshold=jumprelu_threshold,
                               l0_coeff=jumprelu_l0_coeff)
         res, log, _ = te.run_groups(W, cfg, groups, steps, batch_size, lr, pool_rows, eval_samples, dev, rule,
                                     polysemantic=poly)

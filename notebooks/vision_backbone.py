@@ -26,7 +26,7 @@
 
 # %% tags=["parameters"]
 out_dir = "results/dev/vision_backbone"
-device = "cpu"
+device = "auto"
 num_threads = 2
 seed = 0
 replicates = [0, 1, 2, 3, 4, 5, 6, 7]
@@ -78,15 +78,17 @@ import torch
 import torch.nn.functional as F
 from IPython.display import Markdown, display
 
-from wsae_utils import backbones as B
-from wsae_utils import contrastive as C
-from wsae_utils import images as I
 from wsae_utils import runlog
-from wsae_utils import vision as V
-from wsae_utils.metrics import semantic_consistency
-from wsae_utils.power import joint_mde, power_gated_verdict
-from wsae_utils.results import claim, conclusion_markdown, write_metrics, write_table
-from wsae_utils.train import save_checkpoint, start_run
+from wsae_utils.core.metrics import semantic_consistency
+from wsae_utils.core.power import joint_mde, power_gated_verdict
+from wsae_utils.core.stats import mean_ci
+from wsae_utils.core.train import save_checkpoint
+from wsae_utils.run.results import claim, conclusion_markdown, write_metrics, write_table
+from wsae_utils.run.setup import start_run
+from wsae_utils.vision import backbones as B
+from wsae_utils.vision import contrastive as C
+from wsae_utils.vision import images as I
+from wsae_utils.vision import saes as V
 
 out, dev = start_run(out_dir, seed, device, num_threads)
 PARAMS = ("seed", "replicates", "dataset", "data_root", "class_list", "load_size", "image_size", "n_pool", "n_train",
@@ -280,7 +282,7 @@ if "cl" in methods_run:
         for metric in ("consistency", "above_floor", "consistency_topm_signed"):
             a = sanity[sanity.readout == "ncl"].set_index("replicate")[metric]
             b = sanity[sanity.readout == base].set_index("replicate")[metric]
-            e = V.mean_ci((a - b.reindex(a.index)).to_numpy())
+            e = mean_ci((a - b.reindex(a.index)).to_numpy())
             comparisons[base, metric] = e
             diffs.append({"NCL minus": base, "metric": metric, **e})
     display(pd.DataFrame(diffs).round(4))
@@ -364,12 +366,7 @@ if "cl" in methods_run:
         for k in ("mean", "ci_low", "ci_high"):
             metrics[f"ncl_minus_{b}_{mname}_{k}"] = e[k]
     n_rep = len(replicates)
-    if n_rep >= 2:
-        wins = all(e["ci_low"] > 0 for e in fair.values())
-        loses = any(e["ci_high"] < 0 for e in fair.values())
-    else:
-        wins, loses = all(e["mean"] > 0 for e in fair.values()), any(e["mean"] < 0 for e in fair.values())
-    verdict = "reproduced" if wins else ("not reproduced" if loses or n_rep >= 2 else "not decidable here")
+    verdict = V.ncl_verdict(list(fair.values()), n_rep)
     # What the design detects: the smallest NCL − CL gain all four intervals clear with 80 % power at the measured
     # spread over replicates, next to the NCL paper's gain on a 10-class set (CIFAR-10, +32 pt).
     mde = joint_mde([(sanity[sanity.readout == "ncl"].set_index("replicate")[mt]

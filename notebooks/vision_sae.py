@@ -21,12 +21,12 @@
 #   replicate), so they cover every random source.
 #
 # SAEs: untied Top-k with biases, unit-norm decoder and AuxK, one per (replicate, SAE seed, weighting), trained
-# side by side as stacked tensors (`wsae_utils.vision.train_sae_grid`). Held-out images only for evaluation;
+# side by side as stacked tensors (`wsae_utils.vision.saes.train_sae_grid`). Held-out images only for evaluation;
 # FVU is unweighted for every SAE.
 
 # %% tags=["parameters"]
 out_dir = "results/dev/vision_sae"
-device = "cpu"
+device = "auto"
 num_threads = 2
 features_path = "results/vision/backbone/features.pt"
 alphas = [0.0, 0.5, 1.0]
@@ -61,11 +61,13 @@ import seaborn as sns
 import torch
 from IPython.display import Markdown, display
 
-from wsae_utils import metrics as M
-from wsae_utils import vision as V
-from wsae_utils.results import claim, conclusion_markdown, write_metrics, write_table
-from wsae_utils.sae import SAEConfig
-from wsae_utils.train import TrainConfig, start_run
+from wsae_utils.core import metrics as M
+from wsae_utils.core.sae import SAEConfig
+from wsae_utils.core.stats import mean_ci
+from wsae_utils.core.train import TrainConfig
+from wsae_utils.run.results import claim, conclusion_markdown, write_metrics, write_table
+from wsae_utils.run.setup import start_run
+from wsae_utils.vision import saes as V
 
 out, dev = start_run(out_dir, seeds[0], device, num_threads)
 alphas = sorted(float(a) for a in alphas)
@@ -200,11 +202,11 @@ eff_rows = []
 for w in ways + ["fvu", "n_live", "dead_frac"]:
     base = per_unit(variants[0], w)
     for a in alphas[1:]:
-        eff_rows.append({"metric": w, "comparison": f"α={a:g} − α=0", **V.mean_ci(per_unit(f"α={a:g}", w) - base)})
+        eff_rows.append({"metric": w, "comparison": f"α={a:g} − α=0", **mean_ci(per_unit(f"α={a:g}", w) - base)})
     if permuted_control:
         treated, control = per_unit(f"α={a_max:g}", w), per_unit(variants[-1], w)
-        eff_rows.append({"metric": w, "comparison": f"α={a_max:g} − permuted", **V.mean_ci(treated - control)})
-        eff_rows.append({"metric": w, "comparison": "permuted − α=0", **V.mean_ci(control - base)})
+        eff_rows.append({"metric": w, "comparison": f"α={a_max:g} − permuted", **mean_ci(treated - control)})
+        eff_rows.append({"metric": w, "comparison": "permuted − α=0", **mean_ci(control - base)})
 effects = pd.DataFrame(eff_rows)
 write_table(effects, out / "effects.csv")
 display(effects.pivot_table(index="metric", columns="comparison", values="mean", sort=False).round(4))
@@ -266,7 +268,7 @@ for v in (variants[0], f"α={a_max:g}"):
 # how a skewed weighting could raise the all-live mean without making any latent more semantic. "Reproduced"
 # needs both intervals above 0: WSAE (α = max) − plain, and WSAE − permuted control, from a design that can detect
 # the paper's +2.0 pt (minimum detectable effect at 80 % power, from the measured spread of both differences over
-# replicates, `wsae_utils.power`); where it cannot, the verdict is "not decidable", or "not reproduced" when the
+# replicates, `wsae_utils.core.power`); where it cannot, the verdict is "not decidable", or "not reproduced" when the
 # WSAE − plain interval excludes +2.0 pt. Other readings are in the
 # tables above; the conclusion says in which of them the gain over the control holds.
 
@@ -283,7 +285,7 @@ for _, e in effects.iterrows():
         metrics[f"effect_{e['metric']}_{tag}_{kk}"] = e[kk]
 top_tag = f"alpha{a_max:g}"
 if permuted_control:
-    # The rule and what it can detect (wsae_utils.vision.wsae_verdict): both intervals above 0, gated by the minimum
+    # The rule and what it can detect (wsae_utils.vision.saes.wsae_verdict): both intervals above 0, gated by the minimum
     # detectable effect at this many replicates against the paper's +2.0 pt.
     res = V.wsae_verdict(per_unit(f"α={a_max:g}", primary_metric), per_unit(variants[-1], primary_metric),
                          per_unit(variants[0], primary_metric))

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from wsae_utils import autointerp as A
-from wsae_utils import autointerp_proxies as P
-from wsae_utils import llm_client as C
+from wsae_utils.autointerp import llm_client as C
+from wsae_utils.autointerp import proxies as P
+from wsae_utils.autointerp import scoring as A
+from wsae_utils.core.stats import bootstrap_ci, bootstrap_diff_ci
 
 # ---------------------------------------------------------------------------------------------------------
 # a synthetic corpus with digits, commas, "Mr <Name>" and quoted speech
@@ -90,7 +91,7 @@ def test_word_intrusion_separates_a_semantic_class_from_random_firing(corpus):
     rec = A.build_records(A.SparseActs.from_dense_rows(list(range(10)), dense), records.windows,
                           A.RecordConfig(), rows=np.arange(10))
     acc = [P.word_intrusion(rec, i, tokens, type_vecs(), seed=i) for i in range(10)]
-    lo, hi = A.bootstrap_ci(acc)
+    lo, hi = bootstrap_ci(acc)
     assert lo <= 0.2 <= hi + 0.02, (lo, hi)
 
 
@@ -113,9 +114,9 @@ def test_auc_and_bootstrap():
     assert A.auc([3, 2, 1, 0], [1, 1, 0, 0]) == 1.0
     assert A.auc([1, 1, 1, 1], [1, 0, 1, 0]) == 0.5
     assert A.auc([0, 1], [1, 0]) == 0.0
-    lo, hi = A.bootstrap_ci(np.r_[np.zeros(50), np.ones(50)], seed=0)
+    lo, hi = bootstrap_ci(np.r_[np.zeros(50), np.ones(50)], seed=0)
     assert lo < 0.5 < hi and hi - lo < 0.3
-    d, lo, hi = A.bootstrap_diff_ci(np.ones(20) * 0.8, np.ones(20) * 0.5)
+    d, lo, hi = bootstrap_diff_ci(np.ones(20) * 0.8, np.ones(20) * 0.5)
     assert d == pytest.approx(0.3) and lo == pytest.approx(0.3)
     p = A.derangement(7, np.random.default_rng(0))
     assert sorted(p) == list(range(7)) and not (p == np.arange(7)).any()
@@ -154,7 +155,7 @@ def test_records_roundtrip_and_sampling(tmp_path, corpus):
 
 
 def test_topk_encoding_to_sparse_matches_dense():
-    from wsae_utils.sae import SAEConfig, SparseAutoencoder
+    from wsae_utils.core.sae import SAEConfig, SparseAutoencoder
 
     sae = SparseAutoencoder(SAEConfig(d_in=8, n_latents=32, activation="topk", k=3), seed=0)
     x = torch.randn(5, 6, 8, generator=torch.Generator().manual_seed(0))
@@ -222,7 +223,7 @@ def test_summary_margin_against_random_floor(corpus):
 
 
 def test_random_sae_floor_has_same_shape():
-    from wsae_utils.sae import SAEConfig, SparseAutoencoder
+    from wsae_utils.core.sae import SAEConfig, SparseAutoencoder
 
     sae = SparseAutoencoder(SAEConfig(d_in=8, n_latents=32, activation="topk", k=3), seed=1)
     r = A.random_sae_like(sae, torch.ones(8), seed=7)
@@ -440,3 +441,15 @@ def test_minilm_encoder_if_installed():
     v = enc.encode(["the cat sat", "a cat was sitting", "stock prices fell"])
     assert v.shape == (3, 384) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
     assert v[0] @ v[1] > v[0] @ v[2]
+
+
+@pytest.mark.parametrize("backend,lo,hi,verdict", [
+    ("openai", 0.01, 0.08, "reproduced"),
+    ("openai", -0.05, 0.02, "not reproduced"),  # the paper's +3.8 points lie above the CI
+    ("openai", -0.02, 0.06, "not decidable here"),  # covers 0 and the paper's gain
+    ("openai", float("nan"), float("nan"), "not decidable here"),
+    ("transformers", 0.05, 0.09, "not decidable here"),  # a small local model never decides
+])
+def test_table1_verdict_each_branch(backend, lo, hi, verdict):
+    got, why = A.table1_verdict(backend, "m", lo, hi, paper_gain=0.038)
+    assert got == verdict and why

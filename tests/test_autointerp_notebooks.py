@@ -11,10 +11,10 @@ import pytest
 import torch
 from safetensors.numpy import save_file
 
-from wsae_utils.export import save_sae
-from wsae_utils.lm_cache import write_meta
-from wsae_utils.nbrun import NotebookError, execute_notebook
-from wsae_utils.sae import SAEConfig, SparseAutoencoder
+from wsae_utils.core.export import save_sae
+from wsae_utils.core.sae import SAEConfig, SparseAutoencoder
+from wsae_utils.lm.cache import write_meta
+from wsae_utils.run.nbrun import NotebookError, execute_notebook
 
 pytestmark = pytest.mark.slow
 
@@ -73,16 +73,40 @@ def test_offline_pipeline_builds_table_and_verdict(cache):
     rows = pd.read_csv(layer / "rows.csv")
     assert set(rows.sae) == {"paper/alpha0", "cap/alpha1", "random"}
     assert {"margin", "margin_lo", "margin_hi", "random_sae_mean", "shuffled_mean"} <= set(rows.columns)
+    # The latent browser from what the layer job stored (this cache's d = 16 has no matching unembedding).
+    browse = json.loads((layer / "browse.json").read_text())
+    assert set(browse["saes"]) == {"paper/alpha0", "cap/alpha1", "random"} and browse["matches"]
+    assert "d_model 768" in browse["logit_note"]
+    latents, pages = cache / "out" / "latents", cache / "out" / "pages"
+    _run("autointerp_latents", latents, {"layer_dirs": [str(layer)], "acts_dir": str(cache / "acts"),
+                                         "pages_dir": str(pages), "n_rate_cards": 3})
+    assert (pages / "index.html").exists() and (pages / "rate.html").exists()
+    assert (pages / f"layer{LAYER}" / "compare.html").exists() and (pages / f"layer{LAYER}" / "random.html").exists()
+    key = json.loads((latents / "rating_key.json").read_text())
+    assert len(key["cards"]) == 3 * 3  # plain, largest α, random
+    # No ratings yet: the human rows say so, and Table 1 gains no number.
+    human = cache / "out" / "human"
+    _run("autointerp_human", human, {"ratings_dir": str(cache / "out" / "no_ratings"),
+                                     "rating_key": str(latents / "rating_key.json"),
+                                     "table": str(cache / "out" / "human.csv")})
+    m = json.loads((human / "metrics.json").read_text())
+    assert m["status"] == "no human ratings yet" and m["claims"][0]["numbers"] == "no human ratings yet"
+    human_rows = pd.read_csv(cache / "out" / "human.csv")
+    assert human_rows.scorer.tolist() == ["no human ratings yet"] and human_rows["mean"].isna().all()
     summary = cache / "out" / "summary"
     table = cache / "out" / "autointerp.csv"
     _run("autointerp_summary", summary, {"checks_dir": str(checks), "layer_dirs": [str(layer)], "table": str(table),
-                                         "table1_csv": str(cache / "out" / "t1.csv"), "n_boot": 200})
+                                         "table1_csv": str(cache / "out" / "t1.csv"), "n_boot": 200,
+                                         "human_table": str(cache / "out" / "human.csv"), "latents_dir": str(pages)})
     t = pd.read_csv(table)
     assert {"layer", "alpha", "gamma_variant", "scorer", "backend", "model", "n_latents", "mean", "ci_lo", "ci_hi",
             "shuffled_mean", "random_sae_mean", "margin", "margin_lo", "margin_hi"} <= set(t.columns)
     claims = json.loads((summary / "metrics.json").read_text())["claims"]
     assert claims and all(c["id"] == "lm-table1" and c["verdict"] == "not decidable here" for c in claims)
-
+    t1 = pd.read_csv(cache / "out" / "t1.csv")
+    assert t1[t1.backend == "human"].scorer.tolist() == ["no human ratings yet"]
+    report = (summary / "report.ipynb").read_text()
+    assert "no human ratings yet" in report and "../pages/index.html" in report
 
 def test_unreachable_llm_server_fails_fast_without_table(cache):
     with socket.socket() as s:

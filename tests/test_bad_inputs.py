@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wsae_utils.config import SCHEMA_DIR, ConfigError, resolve_config
-from wsae_utils.llm_client import BackendError, OpenAIChat, endpoint_errors, looks_like_secret
+from wsae_utils.autointerp.endpoints import endpoint_errors, looks_like_secret
+from wsae_utils.autointerp.llm_client import BackendError, OpenAIChat
 from wsae_utils.paths import value_tag
+from wsae_utils.run.config import SCHEMA_DIR, ConfigError, resolve_config
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from wsae_utils import lm as L
-from wsae_utils import lm_cache as C
-from wsae_utils import lm_saes as S
-from wsae_utils import text as T
+from wsae_utils.lm import cache as C
+from wsae_utils.lm import model as L
+from wsae_utils.lm import saes as S
+from wsae_utils.lm import text as T
 
 SHARD = "layer1/train-00001.safetensors"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wsae_utils.config import (
+from wsae_utils.run.config import (
     NOTEBOOK_DIR,
     SCHEMA_DIR,
     SECTIONS,
@@ -106,7 +106,7 @@ def test_cross_key_checks_see_notebook_defaults(tmp_path):
     schemas = tmp_path / "schemas"
     schemas.mkdir()
     (schemas / "config.schema.yaml").write_text((SCHEMA_DIR / "config.schema.yaml").read_text())
-    from wsae_utils.config import resolve_section
+    from wsae_utils.run.config import resolve_section
 
     schema = {"type": "object", "properties": {"sae": {"type": "object", "properties": {
         "k": {"type": "integer", "description": "k"}, "n_latents": {"type": "integer", "description": "n"},

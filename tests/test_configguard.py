@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from wsae_utils.configguard import ConfigFileError, check_configfile, cli_configfiles
+from wsae_utils.run.configguard import ConfigFileError, check_configfile, cli_configfiles
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")

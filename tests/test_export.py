@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from wsae_utils import export
-from wsae_utils.export import load_sae, save_sae
-from wsae_utils.sae import SAEConfig, SparseAutoencoder, make_gamma
+from wsae_utils.core import export as export
+from wsae_utils.core.export import load_sae, save_sae
+from wsae_utils.core.sae import SAEConfig, SparseAutoencoder, make_gamma
 
 
 def _sae(d=24, m=96, k=5, seed=0):
@@ -94,10 +94,11 @@ def test_saelens_reproduces_project_fvu_on_cached_heldout_from_cfg_json_alone(tm
     from sae_lens import SAE
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from wsae_utils import lm as L
-    from wsae_utils import lm_eval as E
-    from wsae_utils import lm_saes as S
-    from wsae_utils.text import TokenSet
+    from wsae_utils.core.train import TrainConfig
+    from wsae_utils.lm import fidelity as E
+    from wsae_utils.lm import model as L
+    from wsae_utils.lm import saes as S
+    from wsae_utils.lm.text import TokenSet
 
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=300, hidden_size=24, intermediate_size=48, num_hidden_layers=3,
@@ -113,7 +114,9 @@ def test_saelens_reproduces_project_fvu_on_cached_heldout_from_cfg_json_alone(tm
     stats = S.layer_stats(acts, 1)
     specs = S.layer_specs(stats, [0.0, 1.0], ["standardize"], "cap", permuted_control=False)
     trained = S.train_layer_saes(acts, 1, specs, stats, S.LayerTrainConfig(
-        n_latents=96, k=6, steps=20, batch_size=32, lr=3e-3, monitor_contexts=2, shuffle_shards=2))
+        n_latents=96, k=6, train=TrainConfig(steps=20, batch_size=32, lr=3e-3, lr_warmup_steps=10, lr_decay_frac=0.2,
+                                             auxk_alpha=1 / 32, dead_window=20_000, log_every=5),
+        monitor_contexts=2, shuffle_shards=2))
     pc = E.evaluate_layer(acts, 1, {n: t.sae for n, t in trained.items()}, lm=None)
     ours = {r["sae"]: r["value"] for r in E.layer_metrics(pc, stats["var"], 2, 20) if r["metric"] == "fvu"}
     held = torch.cat([x for _, x in S.iter_activations(acts, 1, "heldout")])

@@ -77,7 +77,7 @@ def test_bad_precision_names_the_value():
 
 
 def test_provenance_records_hardware_and_precisions():
-    from wsae_utils.results import provenance
+    from wsae_utils.run.results import provenance
 
     H.resolve_precision("float32", "cpu", "provenance test")
     prov = provenance(a=1)

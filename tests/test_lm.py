@@ -9,11 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wsae_utils import lm as L
-from wsae_utils import lm_eval as E
-from wsae_utils import lm_saes as S
-from wsae_utils import text as T
-from wsae_utils.sae import SAEConfig, SparseAutoencoder
+from wsae_utils.core.sae import SAEConfig, SparseAutoencoder
+from wsae_utils.core.train import TrainConfig
+from wsae_utils.lm import fidelity as E
+from wsae_utils.lm import model as L
+from wsae_utils.lm import saes as S
+from wsae_utils.lm import text as T
+from wsae_utils.lm.registry import AUSTEN_NOVELS
 
 torch.set_num_threads(1)
 
@@ -116,7 +118,7 @@ def test_layer_beyond_model_and_nan_activations(tiny_llama):
 # -- text ------------------------------------------------------------------------------------------------------
 def test_training_contexts_come_from_every_training_novel_and_never_the_heldout_one(tiny_llama, tmp_path):
     train, held = T.load_corpus("austen", "persuasion")
-    assert sorted(train) == sorted(set(T.AUSTEN_NOVELS) - {"persuasion"}) and list(held) == ["persuasion"]
+    assert sorted(train) == sorted(set(AUSTEN_NOVELS) - {"persuasion"}) and list(held) == ["persuasion"]
     tok = L._ByteTokenizer()
     ts = T.training_contexts(tok, train, 64, 12, seed=3)
     counts = ts.counts()
@@ -236,12 +238,18 @@ def test_fold_standardization_is_exact():
     assert torch.equal(folded.encode(x) != 0, sae.encode((x - shift) / scale) != 0)
 
 
+def _tcfg(**kw):
+    """The LM layer jobs' trainer settings (warm-up, decay, AuxK, dead window as in notebooks/lm_train.py)."""
+    base = dict(lr_warmup_steps=10, lr_decay_frac=0.2, auxk_alpha=1 / 32, dead_window=20_000, log_every=5)
+    return TrainConfig(**{**base, **kw})
+
+
 # -- training and evaluation ------------------------------------------------------------------------------------
 def test_train_layer_is_deterministic_and_flags_untrained(cache):
     stats = S.layer_stats(cache, 1)
     specs = S.layer_specs(stats, [0.0, 1.0], ["standardize"], "cap", permuted_control=False)
-    cfg = S.LayerTrainConfig(n_latents=64, k=8, steps=60, batch_size=16, lr=3e-3, monitor_contexts=4,
-                             shuffle_shards=2, log_every=1)
+    cfg = S.LayerTrainConfig(n_latents=64, k=8, train=_tcfg(steps=60, batch_size=16, lr=3e-3, log_every=1),
+                             monitor_contexts=4, shuffle_shards=2)
     a = S.train_layer_saes(cache, 1, specs, stats, cfg)
     b = S.train_layer_saes(cache, 1, specs, stats, cfg)
     for name in a:
@@ -252,7 +260,7 @@ def test_train_layer_is_deterministic_and_flags_untrained(cache):
     assert d["monitor_fvu_final"] < d["monitor_fvu_init"] and d["loss_ratio"] < 0.9
     assert not S.untrained_flag(d, max_cos=0.99) and S.untrained_flag({**d, "dec_cos_to_init": 0.995}, 0.99)
     frozen = S.train_layer_saes(cache, 1, specs[:1], stats, S.LayerTrainConfig(
-        n_latents=64, k=4, steps=3, batch_size=16, lr=1e-7, monitor_contexts=4, shuffle_shards=2))
+        n_latents=64, k=4, train=_tcfg(steps=3, batch_size=16, lr=1e-7), monitor_contexts=4, shuffle_shards=2))
     assert S.untrained_flag(frozen["paper/alpha0"].diagnostics())
 
 
@@ -319,7 +327,7 @@ def test_unknown_model_names_embedded_default():
 
 
 def test_hub_model_offline_fails_fast_naming_default(tmp_path):
-    code = ("from wsae_utils.lm import load_lm\n"
+    code = ("from wsae_utils.lm.model import load_lm\n"
             "import time; t=time.time()\n"
             "try:\n    load_lm('pythia-160m')\n"
             "except RuntimeError as e:\n    print('ERR', round(time.time()-t, 2), e)\n")
@@ -337,7 +345,7 @@ def test_unreachable_hub_model_fails_fast_naming_the_embedded_default(tmp_path, 
     """No network: a hub model not in the local cache fails at once (no minute of retries) with a clear message."""
     import time
 
-    from wsae_utils.lm import load_tokenizer
+    from wsae_utils.lm.model import load_tokenizer
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port

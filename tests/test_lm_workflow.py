@@ -61,6 +61,25 @@ def test_alpha_and_sae_settings_rerun_no_lm_pass(lm_root, change, lm_pass):
     assert "lm_train" in out
 
 
+@pytest.mark.parametrize("module,lm_pass", [
+    ("paths.py", True),  # the data-path resolver: the LM pass imports it (through the corpus reader)
+    ("lm/text.py", True),
+    ("core/train.py", False),  # the trainer shapes no activation
+])
+def test_code_edits_rerun_the_lm_pass_exactly_when_it_imports_them(lm_root, module, lm_pass):
+    """Rule code inputs are the notebooks' import closures: an edit reruns the LM pass iff lm_acts runs the file."""
+    src = lm_root / "wsae_utils" / module
+    kept = src.read_text()
+    base = str(lm_root / "base.yaml")
+    try:
+        src.write_text(kept + "\n# edited\n")
+        out = smk(lm_root, "results/lm/summary/metrics.json", "-n", "--configfile", base)
+    finally:
+        src.write_text(kept)
+    assert ("lm_acts" in out) == lm_pass, out[-3000:]
+    assert "lm_train" in out  # every per-layer job imports all three
+
+
 def test_missing_shard_reruns_the_lm_pass(lm_root):
     """Shards are declared outputs of lm_acts: a deleted one makes `snakemake -n` rerun the LM pass."""
     shard = lm_root / "results/lm/acts/layer1/train-00001.safetensors"

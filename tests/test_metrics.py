@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from wsae_utils import metrics as M
+from wsae_utils.core import metrics as M
 
 
 def test_fvu_perfect_and_mean():

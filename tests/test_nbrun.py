@@ -3,7 +3,7 @@ import json
 import nbformat
 import pytest
 
-from wsae_utils.nbrun import NotebookError, execute_notebook, notebook_parameters
+from wsae_utils.run.nbrun import NotebookError, execute_notebook, notebook_parameters
 
 NB = '''# %% [markdown]
 # # tiny
@@ -83,7 +83,7 @@ lm_dtype = "bfloat16"
 
 # %%
 from wsae_utils.hardware import resolve_precision
-from wsae_utils.results import write_metrics
+from wsae_utils.run.results import write_metrics
 p = resolve_precision(lm_dtype, "cpu", "LM forward", cpu_verdict=(False, "AVX2 only (forced)"))
 write_metrics(out_dir + "/metrics.json", {"dtype": p.dtype})
 '''

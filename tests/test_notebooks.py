@@ -6,8 +6,8 @@ import jupytext
 import pytest
 import yaml
 
-from wsae_utils.config import validate_config
-from wsae_utils.nbrun import notebook_parameters
+from wsae_utils.run.config import validate_config
+from wsae_utils.run.nbrun import notebook_parameters
 
 NOTEBOOKS = sorted(Path("notebooks").glob("*.py"))
 SECTIONS = ("toy", "lm", "vision")

@@ -1,15 +1,15 @@
-"""Minimum detectable effects and the verdicts a rule may give at its sample size (wsae_utils.power)."""
+"""Minimum detectable effects and the verdicts a rule may give at its sample size (wsae_utils.core.power)."""
 
 import numpy as np
 import pandas as pd
 
-from wsae_utils import power as P
-from wsae_utils.results import claim, claims_table, conclusion_markdown
+from wsae_utils.core import power as P
+from wsae_utils.run.results import claim, claims_table, conclusion_markdown
 
 
 def test_mde_matches_simulated_power():
     # a true mean equal to the MDE is detected (t-interval above 0) in ~80 % of draws, half of it far less often
-    from wsae_utils.vision import mean_ci
+    from wsae_utils.core.stats import mean_ci
 
     sd, n = 0.9, 6
     mde = P.minimum_detectable_effect(sd, n)
@@ -28,7 +28,7 @@ def test_mde_matches_simulated_power():
 
 
 def test_mde_from_interval_recovers_the_design():
-    from wsae_utils.vision import mean_ci
+    from wsae_utils.core.stats import mean_ci
 
     d = np.array([-1.2, -0.4, -2.1, -1.5, -0.3])
     e = mean_ci(d)

@@ -1,4 +1,4 @@
-from wsae_utils.results import combine_verdicts
+from wsae_utils.run.results import combine_verdicts
 
 
 def test_combine_verdicts_fail_dominates_then_undecided():

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from wsae_utils.sae import SAEConfig, SparseAutoencoder, auxk_loss, make_gamma, reconstruction_loss
+from wsae_utils.core.sae import SAEConfig, SparseAutoencoder, auxk_loss, make_gamma, reconstruction_loss
 
 
 def _sae(**kw):
@@ -146,7 +146,7 @@ def test_fused_topk_step_matches_dense_autograd(d_in, tied):
 
 def test_topk_selection_small_k_path_matches_torch_topk():
     """The packed-key path (CPU, n_latents <= 512, k <= 8) equals torch.topk except between near-ties."""
-    from wsae_utils.sae import topk_indices
+    from wsae_utils.core.kernels import topk_indices
 
     gen = torch.Generator().manual_seed(3)
     pre = torch.randn(2000, 200, generator=gen)
@@ -166,7 +166,7 @@ def test_topk_selection_small_k_path_matches_torch_topk():
 
 
 def test_topk_selection_breaks_exact_ties_into_distinct_latents():
-    from wsae_utils.sae import topk_indices
+    from wsae_utils.core.kernels import topk_indices
 
     pre = torch.zeros(5, 64)
     pre[:, [3, 9, 40]] = 2.0  # three equal maxima
@@ -191,7 +191,7 @@ BF16_STEPS, BF16_LOSS_RTOL, BF16_WEIGHT_RTOL = 30, 0.01, 0.02  # measured: 0.002
 
 
 def test_bf16_selection_stays_within_tolerance_of_fp32():
-    from wsae_utils.train import SAETrainer, TrainConfig
+    from wsae_utils.core.train import SAETrainer, TrainConfig
 
     g = torch.Generator().manual_seed(0)
     scales = torch.exp(0.5 * torch.randn(96, generator=g))
@@ -213,7 +213,7 @@ def test_bf16_selection_stays_within_tolerance_of_fp32():
 
 @pytest.mark.parametrize("tied,bias,inside", [(False, True, True), (True, False, True), (False, True, False)])
 def test_hand_written_step_matches_autograd(tied, bias, inside):
-    from wsae_utils.sae import topk_loss_and_grads
+    from wsae_utils.core.sae import topk_loss_and_grads
 
     sae = _sae(d_in=80, n_latents=96, k=7, tied=tied, bias=bias)
     x = torch.randn(40, 80)
@@ -232,7 +232,7 @@ def test_hand_written_step_matches_autograd(tied, bias, inside):
 
 def test_trainer_with_auxk_matches_an_autograd_loop():
     """The trainer's hand-written Top-k step (plus autograd AuxK on dead latents) against the plain autograd loop."""
-    from wsae_utils.train import SAETrainer, TrainConfig
+    from wsae_utils.core.train import SAETrainer, TrainConfig
 
     cfg = TrainConfig(steps=6, batch_size=64, lr=1e-2, auxk_alpha=0.5, dead_window=64)
     data = torch.randn(6, 64, 80) * (torch.rand(80) * 3)

@@ -1,4 +1,4 @@
-"""SAEBench-style metrics (wsae_utils.saebench) and offline probing tasks (wsae_utils.probe_tasks) on planted cases.
+"""SAEBench-style metrics (autointerp.saebench) and offline probing tasks (lm.probe_tasks) on planted cases.
 
 Synthetic activations with known class and letter directions: a dictionary built from the probe directions must
 score as the best case (absorption 0, 1-sparse probing at the dense ceiling), a random-weight SAE at the floor,
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from wsae_utils import probe_tasks as P
-from wsae_utils import saebench as B
-from wsae_utils.sae import SAEConfig, SparseAutoencoder
+from wsae_utils.autointerp import saebench as B
+from wsae_utils.core.sae import SAEConfig, SparseAutoencoder
+from wsae_utils.lm import probe_tasks as P
 
 D = 48
 
@@ -195,14 +195,14 @@ def test_label_rules_are_the_stated_ones():
 def test_unseen_passages_skip_cached_contexts_and_prefix_cache_is_exact():
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-    from wsae_utils.lm import LM, _ByteTokenizer, layer_activations
+    from wsae_utils.lm.model import LM, _ByteTokenizer, layer_activations
 
     tok = _ByteTokenizer()
     rng = np.random.default_rng(0)
     words = ["Elinor", "ran", "the", "cat", '"Yes,"', "said", "she.", "The", "sat."]
     docs = {n: " ".join(rng.choice(words, 150)) for n in ("a", "b")}
     ctx = 17
-    from wsae_utils.text import document_contexts
+    from wsae_utils.lm.text import document_contexts
 
     seen = document_contexts(tok, docs["a"], ctx)[::2]  # every other context of "a" is "cached"
     ps, rec = P.unseen_passages(tok, docs, seen, ctx, 9, per_doc=1000)

@@ -1,12 +1,12 @@
-"""Unit tests of wsae_utils.toy: Example 1, loss-gap identities, W_p constructions, oracles, data."""
+"""Unit tests of wsae_utils.toy.data: Example 1, loss-gap identities, W_p constructions, oracles, data."""
 
 import math
 
 import pytest
 import torch
 
-from wsae_utils import toy
-from wsae_utils.sae import SAEConfig, SparseAutoencoder, make_gamma, reconstruction_loss
+from wsae_utils.core.sae import SAEConfig, SparseAutoencoder, make_gamma, reconstruction_loss
+from wsae_utils.toy import data as toy
 
 torch.set_num_threads(1)
 
@@ -176,7 +176,7 @@ def test_closed_form_sae_recovers_one_sparse_inputs():
 
 
 def test_schema_catches_bad_values():
-    from wsae_utils.config import ConfigError, validate_config
+    from wsae_utils.run.config import ConfigError, validate_config
 
     for bad, needle in (
         ({"wp_specs": {"a": {"construction": "constructed", "n": 34, "n_p": 0}}}, "n_p"),

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from wsae_utils import toy
-from wsae_utils import toy_checks as tc
-from wsae_utils import toy_eval as te
-from wsae_utils import toy_sae as ts
+from wsae_utils.toy import checks as tc
+from wsae_utils.toy import data as toy
+from wsae_utils.toy import evaluation as te
+from wsae_utils.toy import sae as ts
 
 torch.set_num_threads(1)
 
@@ -225,7 +225,7 @@ def test_wsae_improvement_needs_more_than_a_lower_l_gt():
 
 
 def test_wsae_setting_verdict_outcomes_and_decidability():
-    from wsae_utils.power import verdict_over_settings
+    from wsae_utils.core.power import verdict_over_settings
 
     def verdict(base, wsae, others=()):
         eff = tc.wsae_paired_effect(base, wsae)

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from wsae_utils.sae import SAEConfig
-from wsae_utils.train import TrainConfig, batch_generator, load_checkpoint, train_sae
+from wsae_utils.core.sae import SAEConfig
+from wsae_utils.core.train import TrainConfig, batch_generator, load_checkpoint, train_sae
 
 
 def _batch(step):
@@ -44,8 +44,8 @@ def test_training_reduces_loss_and_is_seeded():
 
 
 def test_lr_schedule():
-    from wsae_utils.sae import SparseAutoencoder
-    from wsae_utils.train import SAETrainer
+    from wsae_utils.core.sae import SparseAutoencoder
+    from wsae_utils.core.train import SAETrainer
 
     tr = SAETrainer(SparseAutoencoder(SAE), TrainConfig(steps=100, lr=1.0, lr_warmup_steps=10, lr_decay_frac=0.2))
     assert tr.lr_at(0) == pytest.approx(0.1)
@@ -54,8 +54,8 @@ def test_lr_schedule():
 
 
 def test_non_finite_batch_is_refused():
-    from wsae_utils.sae import SparseAutoencoder
-    from wsae_utils.train import SAETrainer
+    from wsae_utils.core.sae import SparseAutoencoder
+    from wsae_utils.core.train import SAETrainer
 
     tr = SAETrainer(SparseAutoencoder(SAE), TrainConfig(steps=5))
     x = torch.ones(4, 8)

@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wsae_utils import backbones as B
-from wsae_utils import contrastive as C
-from wsae_utils import images as I
-from wsae_utils import vision as V
-from wsae_utils.metrics import semantic_consistency
+from wsae_utils.core.metrics import semantic_consistency
+from wsae_utils.vision import backbones as B
+from wsae_utils.vision import contrastive as C
+from wsae_utils.vision import images as I
+from wsae_utils.vision import saes as V
 
 
 # -- semantic consistency (NCL definition) -------------------------------------------------------------

@@ -10,13 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wsae_utils import backbones as B
-from wsae_utils import contrastive as C
-from wsae_utils import images as I
-from wsae_utils import vision as V
-from wsae_utils.metrics import semantic_consistency
-from wsae_utils.sae import SAEConfig, SparseAutoencoder
-from wsae_utils.train import SAETrainer, TrainConfig, batch_generator
+from wsae_utils.core.metrics import semantic_consistency
+from wsae_utils.core.sae import SAEConfig, SparseAutoencoder
+from wsae_utils.core.train import SAETrainer, TrainConfig, batch_generator
+from wsae_utils.vision import backbones as B
+from wsae_utils.vision import contrastive as C
+from wsae_utils.vision import images as I
+from wsae_utils.vision import saes as V
 
 
 # -- checkpoints: weights only ---------------------------------------------------------------------------
@@ -159,7 +159,7 @@ def _measured_sd() -> float:
 def _default_units() -> int:
     import yaml
 
-    from wsae_utils.nbrun import notebook_parameters
+    from wsae_utils.run.nbrun import notebook_parameters
 
     reps = notebook_parameters("notebooks/vision_backbone.py")["replicates"]
     with open("config/config.yaml") as f:  # the default config repeats the notebook default; they must agree
@@ -175,7 +175,7 @@ def _synthetic(n: int, gain: float, sd: float, rng: np.random.Generator):
 
 
 def test_default_vision_design_detects_the_paper_gain():
-    from wsae_utils.power import joint_mde
+    from wsae_utils.core.power import joint_mde
 
     n, sd = _default_units(), _measured_sd()
     rng = np.random.default_rng(0)
@@ -385,7 +385,7 @@ def test_end_to_end_pretraining_uses_two_different_views_and_lowers_the_loss():
 def test_vision_blocks_resolve(name, tmp_path):
     import yaml
 
-    from wsae_utils.config import resolve_config
+    from wsae_utils.run.config import resolve_config
 
     block = yaml.safe_load(Path(f"config/{name}.yaml").read_text())["vision"]
     if name == "paper":  # ImageNet-100 is not on this machine: a stand-in folder, so only the path check differs
@@ -401,7 +401,7 @@ def test_vision_blocks_resolve(name, tmp_path):
 def test_missing_vision_paths_refused_before_any_job():
     import yaml
 
-    from wsae_utils.config import ConfigError, resolve_config
+    from wsae_utils.run.config import ConfigError, resolve_config
 
     block = yaml.safe_load(Path("config/config.yaml").read_text())["vision"]
     block["backbone"] |= {"source": "checkpoint", "backbone": "resnet18", "replicates": [0],

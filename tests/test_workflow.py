@@ -78,7 +78,7 @@ def test_smoke_dag_produces_reports_tables_and_index(smoke_run):
         for noise in ("TqdmWarning", "it/s]", "IProgress"):
             assert noise not in text, f"{rep} carries progress-bar output ({noise!r})"
     claims = pd.read_csv(smoke_run / "results" / "summary" / "claims.csv")
-    from wsae_utils.results import CLAIMS
+    from wsae_utils.run.results import CLAIMS
 
     assert list(claims["id"]) == list(CLAIMS), "the summary must hold one row per paper claim"
     assert claims["verdict"].ne("not run").all(), claims[["id", "verdict"]]
@@ -155,11 +155,11 @@ def test_rerun_triggers(smoke_run):
     run = ("--configfile", "config/smoke.yaml", "--cores", "2")
     assert NOTHING in smk("-n", *run, cwd=smoke_run).stdout
     # touching without a content change reruns nothing (Snakemake compares checksums of small inputs)
-    for f in (smoke_run / "wsae_utils").glob("*.py"):
+    for f in (smoke_run / "wsae_utils").rglob("*.py"):
         f.touch()
     assert NOTHING in smk("-n", *run, cwd=smoke_run).stdout
     # a real edit of the toy module reruns the toy notebooks (and what aggregates them), nothing else
-    toy = smoke_run / "wsae_utils" / "toy.py"
+    toy = smoke_run / "wsae_utils" / "toy" / "data.py"
     toy.write_text(toy.read_text() + "\n# edited\n")
     out = smk("-n", *run, cwd=smoke_run).stdout
     assert "toy_theory" in out

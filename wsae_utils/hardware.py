@@ -215,3 +215,12 @@ def machine_summary(threads: int | None = None) -> str:
     if torch.cuda.is_available():
         line += f" · GPU {torch.cuda.get_device_name(0)}"
     return line
+
+
+def resolve_device(device: str = "auto") -> str:
+    """The one device resolver: 'auto' → 'cuda' when a CUDA device is visible, else 'cpu'; others unchanged."""
+    if device != "auto":
+        return device
+    import torch  # only here: config validation imports this module and must stay torch-free
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,4 +1,5 @@
-"""Where the project's files are: the checkout, embedded data found from any working directory, output-folder tags."""
+"""Where the project's files are and how they are written: the checkout, embedded data found from any working
+directory, output-folder tags, atomic writes."""
 
 from __future__ import annotations
 
@@ -30,3 +31,13 @@ def resolve_data_path(path: str | Path) -> Path:
 def value_tag(value: float) -> str:
     """Folder tag of a swept number (α etc.): exact to 10 significant digits, so distinct values never collide."""
     return format(float(value) + 0.0, ".10g")  # + 0.0: −0.0 is 0, and gets the folder tag "0", not "-0"
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write text through a temporary file and a rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path

@@ -5,7 +5,7 @@
 use rule _notebook as summary with:
     input:
         nb=notebook("summary"),
-        code=code(),
+        code=code("summary"),
         metrics=[r[2] for r in summary_reports()],
     output:
         metrics="results/summary/metrics.json",
@@ -49,6 +49,7 @@ rule index:
         assets="results/summary/tables",
         reports=[r[2] for r in summary_reports()],
         tables=[t[1] for t in TABLES],
+        links=[l[2] for l in LINKS],
     output:
         index="results/index.html",
         benchmarks="results/tables/benchmarks.csv",
@@ -57,6 +58,7 @@ rule index:
     params:
         reports=REPORTS,
         tables=TABLES,
+        links=LINKS,
         title=config["title"],
     conda:
         "../../environment.yml"

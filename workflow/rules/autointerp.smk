@@ -4,14 +4,14 @@
 # Needs the lm section (activation cache, trained SAEs); scoring reruns need no LM pass.
 
 AI_DIR = "results/autointerp"
-AI_CODE = ["autointerp", "autointerp_proxies", "llm_client", "lm", "lm_saes", "text", "export"]
+LATENTS_DIR = "results/latents"  # the latent browser's pages (workflow/rules/latents.smk)
 
 
 if section_enabled("autointerp") and section_enabled("lm") and config["autointerp"].get("backend") == "openai":
 
     # An unreachable LLM server stops the run before any job starts (the checks notebook pings again).
     onstart:
-        from wsae_utils.llm_client import OpenAIChat
+        from wsae_utils.autointerp.llm_client import OpenAIChat
 
         OpenAIChat(
             config["autointerp"].get("base_url", ""), "ping", config["autointerp"].get("api_key_env") or None
@@ -23,7 +23,7 @@ if section_enabled("autointerp") and section_enabled("lm"):
     use rule _notebook as autointerp_checks with:
         input:
             nb=notebook("autointerp_checks"),
-            code=code(*AI_CODE),
+            code=code("autointerp_checks"),
             meta=f"{LM_ACTS}/meta.json",
             tokens=f"{LM_ACTS}/tokens.safetensors",
         output:
@@ -46,7 +46,7 @@ if section_enabled("autointerp") and section_enabled("lm"):
     use rule _notebook as autointerp_layer with:
         input:
             nb=notebook("autointerp_layer"),
-            code=code(*AI_CODE),
+            code=code("autointerp_layer"),
             protocol=f"{AI_DIR}/checks/protocol.json",
             vecs=f"{AI_DIR}/checks/window_vecs.safetensors",
             types=f"{AI_DIR}/checks/type_vecs.safetensors",
@@ -57,6 +57,9 @@ if section_enabled("autointerp") and section_enabled("lm"):
             metrics=f"{AI_DIR}/layer{{layer}}/metrics.json",
             rows=f"{AI_DIR}/layer{{layer}}/rows.csv",
             scores=f"{AI_DIR}/layer{{layer}}/scores.csv",
+            explanations=f"{AI_DIR}/layer{{layer}}/explanations.csv",
+            browse=f"{AI_DIR}/layer{{layer}}/browse.json",
+            browse_tensors=f"{AI_DIR}/layer{{layer}}/browse.safetensors",
         log:
             **nb_logs(f"{AI_DIR}/layer{{layer}}"),
         benchmark:
@@ -71,6 +74,7 @@ if section_enabled("autointerp") and section_enabled("lm"):
                 checks_dir=f"{AI_DIR}/checks",
                 train_rows=f"results/lm/train/layer{w.layer}/rows.csv",
                 sae_root="results/lm/saes",
+                latents_dir=LATENTS_DIR,
             ),
         threads: 1
         resources:
@@ -80,9 +84,10 @@ if section_enabled("autointerp") and section_enabled("lm"):
     use rule _notebook as autointerp_summary with:
         input:
             nb=notebook("autointerp_summary"),
-            code=code("autointerp", "autointerp_proxies"),
+            code=code("autointerp_summary"),
             checks=f"{AI_DIR}/checks/metrics.json",
             layers=[f"{AI_DIR}/layer{l}/{f}" for l in lm_layers() for f in ("rows.csv", "scores.csv", "metrics.json")],
+            human="results/tables/autointerp_human.csv",
         output:
             metrics=f"{AI_DIR}/summary/metrics.json",
             table="results/tables/autointerp.csv",
@@ -100,6 +105,8 @@ if section_enabled("autointerp") and section_enabled("lm"):
                 layer_dirs=[f"{AI_DIR}/layer{l}" for l in lm_layers()],
                 table="results/tables/autointerp.csv",
                 table1_csv="results/tables/autointerp_table1.csv",
+                human_table="results/tables/autointerp_human.csv",
+                latents_dir=LATENTS_DIR,
             ),
         threads: 1
 

@@ -2,8 +2,10 @@
 import os
 from pathlib import Path
 
-from wsae_utils.config import resolve_device, validate_config
-from wsae_utils.configguard import ConfigFileError, check_configfiles
+from wsae_utils.hardware import resolve_device
+from wsae_utils.run.config import validate_config
+from wsae_utils.run.sources import import_closure
+from wsae_utils.run.configguard import ConfigFileError, check_configfiles
 from wsae_utils.paths import PACKAGE_DIR, REPO_ENV, value_tag
 
 REPO = Path(workflow.basedir)
@@ -11,7 +13,7 @@ REPO = Path(workflow.basedir)
 os.environ.setdefault(REPO_ENV, str(REPO))
 
 # Config files are data. The workflow profile refuses a templated --configfile before Snakemake reads it
-# (wsae_utils.configguard); this second check also refuses it under `--workflow-profile none`.
+# (wsae_utils.run.configguard); this second check also refuses it under `--workflow-profile none`.
 try:
     check_configfiles(workflow.config_settings.configfiles)
 except ConfigFileError as err:
@@ -21,8 +23,6 @@ except ConfigFileError as err:
 # `device: auto` becomes the device it means, so `--config device=cpu` on a CPU machine is the same run.
 validate_config(config, notebook_dir=REPO / "notebooks")
 config["device"] = resolve_device(config["device"])
-# config.py only validates (its values reach notebooks as params), so editing it reruns nothing.
-CORE_MODULES = ["__init__", "sae", "train", "metrics", "results", "hardware", "power", "nbrun", "plots", "runlog", "paths"]
 
 
 wildcard_constraints:
@@ -35,10 +35,11 @@ def notebook(name):
     return str(REPO / "notebooks" / f"{name}.py")
 
 
-def code(*modules):
-    """wsae_utils sources a notebook depends on (where the package is imported from, editable or installed): editing
-    one reruns exactly the notebooks that use it."""
-    return [str(PACKAGE_DIR / f"{m}.py") for m in CORE_MODULES + list(modules)]
+def code(name):
+    """wsae_utils sources notebook `name` runs (its import closure plus the runner's, read from the sources where the
+    package is imported from): editing one reruns exactly the notebooks that use it, and no list can drift."""
+    sources = [REPO / "notebooks" / f"{name}.py", REPO / "workflow" / "scripts" / "run_notebook.py"]
+    return [str(f) for f in import_closure(*sources, package_dir=PACKAGE_DIR)]
 
 
 def section_enabled(section):
@@ -72,6 +73,7 @@ def nb_logs(out_dir):
 REPORTS = []  # (section, label, html path)
 TABLES = []  # (caption, csv path)
 FIGURES = []  # (caption, png path): the main figures, shown once in the index and tagged for --report
+LINKS = []  # (section, label, html path): pages that are not notebook reports (the latent browser), in the index
 
 
 def summary_reports():

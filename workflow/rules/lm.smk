@@ -11,8 +11,8 @@ if section_enabled("lm"):
     use rule _notebook as lm_acts with:
         input:
             nb=notebook("lm_acts"),
-            # Only what shapes the activations (not the SAE modules of code()): a trainer edit reruns no LM pass.
-            code=[str(PACKAGE_DIR / f"{m}.py") for m in LM_ACTS_MODULES],
+            # Its import closure holds no SAE module: a trainer edit reruns no LM pass (tested).
+            code=code("lm_acts"),
         output:
             metrics=f"{LM_ACTS}/metrics.json",
             meta=f"{LM_ACTS}/meta.json",
@@ -34,7 +34,7 @@ if section_enabled("lm"):
         input:
             nb=notebook("lm_train"),
             missing_shards=lambda w: lm_acts_missing_shards(w.layer),
-            code=code("lm", "text", "lm_cache", "lm_saes", "export"),
+            code=code("lm_train"),
             meta=f"{LM_ACTS}/meta.json",
         output:
             metrics="results/lm/train/layer{layer}/metrics.json",
@@ -55,7 +55,7 @@ if section_enabled("lm"):
         input:
             nb=notebook("lm_sae"),
             missing_shards=lambda w: lm_acts_missing_shards(w.layer),
-            code=code("lm", "text", "lm_cache", "lm_saes", "lm_eval", "export"),
+            code=code("lm_sae"),
             meta=f"{LM_ACTS}/meta.json",
             train="results/lm/train/layer{layer}/rows.csv",
         output:
@@ -91,7 +91,7 @@ if section_enabled("lm"):
     use rule _notebook as lm_summary with:
         input:
             nb=notebook("lm_summary"),
-            code=code("lm_cache", "lm_saes", "lm_eval"),
+            code=code("lm_summary"),
             table="results/tables/lm_sae.csv",
             long=[f"results/lm/sae/layer{l}/long.csv" for l in lm_layers()],
         output:

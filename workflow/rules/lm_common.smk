@@ -1,8 +1,7 @@
 # Helper functions of lm.smk (kept apart so `snakemake --lint` sees no rules mixed with functions).
-from wsae_utils.lm_cache import declared_shards
+from wsae_utils.lm.cache import declared_shards
 
 LM_ACTS = "results/lm/acts"
-LM_ACTS_MODULES = ["__init__", "config", "lm", "text", "lm_cache", "results", "hardware", "runlog", "plots", "nbrun"]
 
 
 def lm_acts_shards(layer=None):
@@ -11,7 +10,7 @@ def lm_acts_shards(layer=None):
     Not inputs of the per-layer rules: their number is known only after the first lm_acts ran, so listing them
     would change the jobs' input set between the first run and the next and rerun every layer. The per-layer rules
     depend on meta.json (rewritten by every LM pass), and every reader verifies each shard's size and sha256 against
-    it and names a changed one (wsae_utils.lm_cache).
+    it and names a changed one (wsae_utils.lm.cache).
     """
     shards = declared_shards(LM_ACTS, config["lm"]["acts"], lm_layers())
     return [s for s in shards if layer is None or f"/layer{layer}/" in s]

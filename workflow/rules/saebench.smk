@@ -5,7 +5,7 @@
 
 SB_DIR = "results/lm/saebench"
 SB_PROBES = "results/lm/probes"
-# The tables the summary writes (wsae_utils.saebench.METRICS; listed here so parsing the workflow imports no torch).
+# The tables the summary writes (wsae_utils.autointerp.saebench.METRICS; listed here so parsing the workflow imports no torch).
 SB_METRICS = ["absorption", "full_absorption", "sparse_probing", "tpp", "scr"]
 
 
@@ -14,8 +14,7 @@ if section_enabled("lm"):
     use rule _notebook as lm_probes with:
         input:
             nb=notebook("lm_probes"),
-            # What shapes the probe activations only (like lm_acts): an SAE or metric edit reruns no LM pass.
-            code=[str(PACKAGE_DIR / f"{m}.py") for m in LM_ACTS_MODULES + ["probe_tasks"]],
+            code=code("lm_probes"),
             meta=f"{LM_ACTS}/meta.json",
             tokens=f"{LM_ACTS}/tokens.safetensors",
         output:
@@ -38,7 +37,7 @@ if section_enabled("lm"):
     use rule _notebook as lm_saebench with:
         input:
             nb=notebook("lm_saebench"),
-            code=code("saebench", "autointerp", "export"),
+            code=code("lm_saebench"),
             tasks=f"{SB_PROBES}/tasks.safetensors",
             info=f"{SB_PROBES}/tasks.json",
             acts=f"{SB_PROBES}/layer{{layer}}.safetensors",
@@ -71,7 +70,7 @@ if section_enabled("lm"):
     use rule _notebook as lm_saebench_summary with:
         input:
             nb=notebook("lm_saebench_summary"),
-            code=code("saebench"),
+            code=code("lm_saebench_summary"),
             layers=[f"{SB_DIR}/layer{l}/{f}" for l in lm_layers() for f in ("metrics.json", "rows.csv", "contrib.npz",
                                                                             "saes.csv")],
         output:

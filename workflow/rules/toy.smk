@@ -7,7 +7,6 @@ TOY_UNITS = {
     "ablation": "Necessity of extreme sparsity, sparse activation and n_m >= n",
     "wsae": "Weighted SAE vs SAE: oracle and variance proxies, paired over seeds",
 }
-TOY_MODULES = ("toy", "toy_sae", "toy_eval", "toy_checks")
 
 
 if section_enabled("toy"):
@@ -15,7 +14,7 @@ if section_enabled("toy"):
     use rule _notebook as toy with:
         input:
             nb=lambda w: notebook(f"toy_{w.unit}"),
-            code=code(*TOY_MODULES),
+            code=lambda w: code(f"toy_{w.unit}"),
         output:
             metrics="results/toy/{unit}/metrics.json",
             rows="results/toy/{unit}/rows.csv",

@@ -12,7 +12,7 @@ if section_enabled("vision"):
     use rule _notebook as vision_backbone with:
         input:
             nb=notebook("vision_backbone"),
-            code=code("vision", "images", "backbones", "contrastive"),
+            code=code("vision_backbone"),
         output:
             metrics=f"{VISION_BACKBONE}/metrics.json",
             features=f"{VISION_BACKBONE}/features.pt",
@@ -32,7 +32,7 @@ if section_enabled("vision"):
     use rule _notebook as vision_sae with:
         input:
             nb=notebook("vision_sae"),
-            code=code("vision"),
+            code=code("vision_sae"),
             features=f"{VISION_BACKBONE}/features.pt",
         output:
             metrics=f"{VISION_SAE}/metrics.json",

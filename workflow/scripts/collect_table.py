@@ -6,7 +6,7 @@ mode "metrics": one row per metrics.json (its scalar keys); mode "rows": concate
 
 import pandas as pd
 
-from wsae_utils.results import metrics_table, write_table
+from wsae_utils.run.results import metrics_table, write_table
 
 snakemake = globals()["snakemake"]  # injected by Snakemake
 files = list(snakemake.input)

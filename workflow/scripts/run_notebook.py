@@ -1,4 +1,4 @@
-"""Snakemake `script:` entry: execute one notebook through wsae_utils.nbrun (parameters as Python objects).
+"""Snakemake `script:` entry: execute one notebook through wsae_utils.run.nbrun (parameters as Python objects).
 
 The rule's `threads:` is the one thread setting: it reaches the notebook as `num_threads`. A failing cell prints
 a short message (the cell's error) and leaves the partial report as the rule's `html` log.
@@ -6,8 +6,8 @@ a short message (the cell's error) and leaves the partial report as the rule's `
 
 import sys
 
-from wsae_utils.config import notebook_defaults
-from wsae_utils.nbrun import NotebookError, execute_notebook
+from wsae_utils.run.nbrun import NotebookError, execute_notebook
+from wsae_utils.run.sources import notebook_defaults
 
 snakemake = globals()["snakemake"]  # injected by Snakemake
 params = dict(snakemake.params.nb)

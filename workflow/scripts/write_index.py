@@ -5,12 +5,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from wsae_utils.results import write_index_html, write_table
+from wsae_utils.run.results import write_index_html, write_table
 
 snakemake = globals()["snakemake"]  # injected by Snakemake
 sections: dict[str, list] = {"Summary": [("Summary: one row per claim, with tests and numbers",
                                           "results/summary/report.html")]}
 figures, bench = [], []
+for section, label, path in getattr(snakemake.params, "links", []):  # the latent browser, right after the summary
+    sections.setdefault(section, []).append((label, path))
 for section, label, path in snakemake.params.reports:
     sections.setdefault(section, []).append((label, path))
     folder = Path(path).parent

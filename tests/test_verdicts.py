@@ -1,0 +1,46 @@
+"""Verdict rules that decide a paper claim, branch by branch (each is a library function the notebooks call)."""
+
+import math
+
+import pytest
+
+from wsae_utils.lm.fidelity import ce_recovered_call, fidelity_verdict
+from wsae_utils.toy.checks import MIN_SEEDS, necessity_verdict
+from wsae_utils.vision.saes import ncl_verdict
+
+
+@pytest.mark.parametrize("lo,hi,call", [(-0.01, 0.02, "comparable"), (-0.09, -0.06, "not comparable"),
+                                        (-0.07, -0.01, "undecided"), (-0.05, 0.0, "undecided")])
+def test_ce_recovered_call(lo, hi, call):
+    assert ce_recovered_call(lo, hi, tolerance=0.05) == call
+
+
+@pytest.mark.parametrize("calls,verdict", [
+    ([], "not decidable here"),
+    (["comparable", "comparable"], "reproduced"),
+    (["comparable", "not comparable"], "not reproduced"),
+    (["comparable", "undecided"], "not decidable here"),
+])
+def test_fidelity_verdict(calls, verdict):
+    assert fidelity_verdict(calls) == verdict
+
+
+def _e(mean, lo, hi):
+    return {"mean": mean, "ci_low": lo, "ci_high": hi, "n": 8}
+
+
+@pytest.mark.parametrize("effects,n,verdict", [
+    ([_e(0.1, 0.05, 0.15), _e(0.2, 0.1, 0.3)], 8, "reproduced"),
+    ([_e(0.1, 0.05, 0.15), _e(0.02, -0.01, 0.05)], 8, "not reproduced"),
+    ([_e(0.1, math.nan, math.nan), _e(0.2, math.nan, math.nan)], 1, "reproduced"),
+    ([_e(0.1, math.nan, math.nan), _e(-0.2, math.nan, math.nan)], 1, "not reproduced"),
+    ([_e(0.1, math.nan, math.nan), _e(0.0, math.nan, math.nan)], 1, "not decidable here"),
+])
+def test_ncl_verdict(effects, n, verdict):
+    assert ncl_verdict(effects, n) == verdict
+
+
+def test_necessity_verdict():
+    assert necessity_verdict(0.02, MIN_SEEDS) == "necessary"
+    assert necessity_verdict(-0.01, MIN_SEEDS) == "not shown necessary"
+    assert necessity_verdict(0.5, MIN_SEEDS - 1) == "not decidable here"

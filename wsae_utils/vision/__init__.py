@@ -1,0 +1,1 @@
+"""Vision experiment: images, backbones, contrastive training, SAEs on features."""
