@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..core.stats import percentile_interval as interval  # noqa: F401 (re-exported: the one percentile rule)
+
 # ---------------------------------------------------------------------------------------------------------------
 # logistic regression: sklearn's L2 objective, solved by (batched) Newton steps
 
@@ -667,16 +669,6 @@ def bootstrap_draws(contrib: np.ndarray, group: np.ndarray, n_boot: int = 2000, 
     if b is not None:
         out = out - seed_mean(np.take(b, idx, axis=1).sum(-1))
     return out
-
-
-def interval(draws: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of bootstrap draws (NaN when there are none)."""
-    d = np.asarray(draws, float)
-    d = d[np.isfinite(d)]
-    if len(d) == 0:
-        return float("nan"), float("nan")
-    q = (1 - level) / 2
-    return float(np.quantile(d, q)), float(np.quantile(d, 1 - q))
 
 
 @dataclass(frozen=True)
