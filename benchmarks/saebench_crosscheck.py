@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (a linear script)
     ap.add_argument("--out", default="results/bench/saebench_xcheck")
     ap.add_argument("--ns", default="1,2,5,20")
     ap.add_argument("--e2e", action="store_true", help="also run sae-bench's absorption pipeline on SmolLM2 in TL")
+    ap.add_argument("--e2e-only", action="store_true", help="only the end-to-end absorption comparison")
     ap.add_argument("--e2e-words", type=int, default=1500)
     ap.add_argument("--model-path", default="resources/models/smollm2-135m", help="the converted embedded LM")
     ap.add_argument("--rows", default=None, help="lm_saebench rows.csv of the layer (our end-to-end numbers)")
@@ -96,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (a linear script)
     test = tk["passage_test"].numpy().astype(bool)
     doc, dialogue = tk["passage_doc"].numpy(), tk["passage_dialogue"].numpy()
     d = pas.shape[-1]
+
+    if args.e2e_only:
+        report["e2e"] = e2e_absorption(args, theirs, info, tk, words, None, check)
+        (out / "crosscheck_e2e.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
+        return 1 if fails else 0
 
     # 1. latents and passage means
     with torch.no_grad():
