@@ -115,12 +115,18 @@ display(Markdown(f"Layer {layer}: {n_pas} passages × {T_len - 1} tokens (BOS le
 units = B.probe_units("document", doc, test, doc_names, seed)
 units += B.probe_units("dialogue", dialogue, test, ["narration", "dialogue"], seed)
 units += B.probe_units("name", tok_label, tok_test, ["other", "proper name"], seed)
+missing = [t for t in ("document", "dialogue", "name") if not any(u.task == t for u in units)]
+if missing:
+    display(Markdown(f"**Left out** (too few examples of a class in a split): task(s) {', '.join(missing)}."))
 features_lm = {"document": x_mean, "dialogue": x_mean, "name": x_tok}
 dense = {(u.task, u.cls): B.sparse_probe_correct(features_lm[u.task], u, [0], probe_C)[0] for u in units}
 unit_rows = [{"task": u.task, "class": u.cls, "train": len(u.train_y), "test": len(u.test_y),
               "dense LM probe accuracy": dense[(u.task, u.cls)].mean()} for u in units]
 display(pd.DataFrame(unit_rows).round(3))
 tpp_probes = [B.fit_probe(x_mean, u, probe_C) for u in units if u.task == "document"]
+if len(tpp_probes) < 2:
+    tpp_probes = []  # TPP compares a class with the others: it needs two document classes
+    display(Markdown("**TPP left out**: fewer than two document classes with examples in both splits."))
 classes = [c for c in np.unique(doc) if c >= 0]
 pairs = [(a, b) for i, a in enumerate(classes) for b in classes[i + 1:]][:max_scr_pairs]
 scr_cases = []
@@ -169,12 +175,15 @@ saes["random"] = random_sae_like(first, center, seed=random_sae_seed).to(dev)
 meta_sae["random"] = {"sae": "random", "variant": "random", "alpha": float("nan"), "seed": random_sae_seed,
                       "untrained": True, "kind": "random", "main": False}
 # planted: latents built from the LM's probe directions (wsae_utils.autointerp.saebench: projection and logit dictionaries)
-task_dirs = torch.stack([B.fit_probe(features_lm[u.task], u, probe_C).w for u in units])
-unit_dirs = task_dirs / task_dirs.norm(dim=1, keepdim=True)
-offsets = -(pas[:, 1:].float().reshape(-1, d) @ unit_dirs.T).min(0).values + 1.0  # never clips on any token
-saes["planted-tasks"] = B.projection_dictionary(task_dirs, offsets)
+if units:
+    task_dirs = torch.stack([B.fit_probe(features_lm[u.task], u, probe_C).w for u in units])
+    unit_dirs = task_dirs / task_dirs.norm(dim=1, keepdim=True)
+    offsets = -(pas[:, 1:].float().reshape(-1, d) @ unit_dirs.T).min(0).values + 1.0  # never clips on any token
+    saes["planted-tasks"] = B.projection_dictionary(task_dirs, offsets)
 saes["planted-letters"] = B.projection_dictionary(letter.weight)
-saes["planted-tpp"] = B.logit_dictionary(torch.stack([p.w for p in tpp_probes]), torch.stack([p.b for p in tpp_probes]))
+if tpp_probes:
+    saes["planted-tpp"] = B.logit_dictionary(torch.stack([p.w for p in tpp_probes]),
+                                             torch.stack([p.b for p in tpp_probes]))
 if scr_cases:
     scr_pl = [p for c in scr_cases for p in (c.a, c.b)]
     saes["planted-scr"] = B.logit_dictionary(torch.stack([p.w for p in scr_pl]), torch.stack([p.b for p in scr_pl]))
@@ -242,7 +251,7 @@ for key, sae in progress(saes.items(), desc=f"layer {layer} SAEs"):
     kind = meta_sae[key]["kind"]
     feats = {"document": c_mean, "dialogue": c_mean, "name": c_tok}
     wants = PLANTED_FOR.get(key, {"sparse_probing", "tpp", "scr", "absorption"})
-    if "sparse_probing" in wants:
+    if "sparse_probing" in wants and units:
         corr = {(u.task, u.cls): B.sparse_probe_correct(feats[u.task], u, ks, probe_C) for u in units}
         for k_ in ks:
             put("sparse_probing", str(k_), key, *B.sparse_probing_contrib({u: v[k_] for u, v in corr.items()}))
@@ -254,7 +263,7 @@ for key, sae in progress(saes.items(), desc=f"layer {layer} SAEs"):
                 cg = [B.sparse_probing_contrib({u: v[k_] for u, v in dr.items()}) for dr in draws]
                 put("sparse_probing", str(k_), "permuted-labels", np.mean([c for c, _ in cg], axis=0), cg[0][1])
     stage["sparse probing"] = time.time() - t0 - sum(stage.values())
-    if "tpp" in wants:
+    if "tpp" in wants and tpp_probes:
         res = B.tpp(x_mean, c_mean, W_dec, tpp_probes, tpp_all)
         for n_ in tpp_all:
             put("tpp", str(n_), key, res[n_]["contrib"], res[n_]["group"])
@@ -343,8 +352,8 @@ for (metric, param), per in contrib.items():
                      "random_floor": rnd_val, "margin": float(c.sum()) - rnd_val if key != "random" else np.nan,
                      "margin_lo": mg[0], "margin_hi": mg[1], "direction": direction[metric], "n_examples": len(c)})
 # the dense ceiling: the LM's own probe on every dimension, averaged like the sparse probes
-dense_c, dense_g = B.sparse_probing_contrib(dense)
-lo, hi = B.interval(B.bootstrap_draws(dense_c, dense_g, n_boot, seed))
+dense_c, dense_g = B.sparse_probing_contrib(dense) if dense else (np.zeros(0), np.zeros(0, int))
+lo, hi = B.interval(B.bootstrap_draws(dense_c, dense_g, n_boot, seed)) if dense else (np.nan, np.nan)
 rows.append({"layer": layer, "metric": "sparse_probing", "param": "dense", "sae": "LM (all dimensions)",
              "variant": "ceiling", "alpha": np.nan, "seed": 0, "kind": "ceiling", "main": False, "untrained": False,
              "value": float(dense_c.sum()), "ci_lo": lo, "ci_hi": hi, "random_floor": np.nan, "margin": np.nan,
@@ -411,7 +420,7 @@ def margin_ok(metric: str, param: str) -> tuple[bool, str]:
     return bool(lo_ > 0), f"oriented margin CI [{lo_:+.3f}, {hi_:+.3f}]"
 
 
-ceiling = float(dense_c.sum())
+ceiling = float(dense_c.sum()) if dense else float("nan")
 sp_planted, sp_perm = val("sparse_probing", "1", "planted-tasks"), val("sparse_probing", "1", "permuted-labels")
 ok_m, why_m = margin_ok("sparse_probing", "1")
 checks.append({"metric": "sparse_probing", "planted": f"1-sparse {sp_planted:.3f} vs ceiling {ceiling:.3f}; "

@@ -148,7 +148,8 @@ def probe_units(task: str, labels: np.ndarray, test: np.ndarray, class_names: Se
                 seed: int = 0) -> list[ProbeUnit]:
     """Balanced one-vs-rest units of a task (one per class; a two-class task gives one unit, class 1 positive).
 
-    Seeded per task, so every SAE of a run sees the same sets.
+    Seeded per task, so every SAE of a run sees the same sets. A class without examples of it and of another class
+    in both splits gives no unit (a small corpus or config; the caller reports what is missing).
     """
     rng = np.random.default_rng([seed, sum(map(ord, task))])
     classes = [c for c in np.unique(labels) if c >= 0]
@@ -157,8 +158,11 @@ def probe_units(task: str, labels: np.ndarray, test: np.ndarray, class_names: Se
     for c in positives:
         tr = np.flatnonzero(~test)
         te = np.flatnonzero(test)
-        i_tr, y_tr = balanced_one_vs_rest(labels[tr], int(c), rng)
-        i_te, y_te = balanced_one_vs_rest(labels[te], int(c), rng)
+        try:
+            i_tr, y_tr = balanced_one_vs_rest(labels[tr], int(c), rng)
+            i_te, y_te = balanced_one_vs_rest(labels[te], int(c), rng)
+        except ValueError:
+            continue
         units.append(ProbeUnit(task, str(class_names[int(c)]), tr[i_tr], y_tr, te[i_te], y_te))
     return units
 
