@@ -221,3 +221,15 @@ def test_unseen_passages_skip_cached_contexts_and_prefix_cache_is_exact():
         assert torch.allclose(got[l], ref[l][:, -1], atol=1e-5)
     ids, strs, letters = P.alpha_vocab(tok)
     assert len(ids) == 52 and "".join(P.LETTERS[c] for c in letters[:26]) == P.LETTERS
+
+
+def test_claims_precedence_llm_over_offline_metrics_over_proxy():
+    from wsae_utils.run.results import claim, claims_table
+
+    proxy = claim("lm-table1", "proxy", "", "not decidable here")
+    metrics = claim("lm-table1", "saebench", "", "not reproduced", precedence=1)
+    row = claims_table([proxy, metrics]).set_index("id").loc["lm-table1"]
+    assert row.verdict == "not reproduced" and row.test.startswith("saebench")  # the deciding row first
+    llm = claim("lm-table1", "llm", "", "reproduced", precedence=2)
+    assert claims_table([proxy, metrics, llm]).set_index("id").loc["lm-table1"].verdict == "reproduced"
+    assert claims_table([proxy]).set_index("id").loc["lm-table1"].verdict == "not decidable here"
