@@ -84,10 +84,17 @@ HEAD = {"absorption": "", "full_absorption": "", "sparse_probing": headline_k, "
 
 # %%
 cols = ["layer", "metric", "param", "alpha", "variant", "seed", "sae", "kind", "main", "untrained", "value", "ci_lo",
-        "ci_hi", "random_floor", "margin", "margin_lo", "margin_hi", "direction", "n_examples"]
+        "ci_hi", "random_floor", "margin", "margin_lo", "margin_hi", "direction", "n_examples", "note"]
+rows["note"] = ""
 table_paths = {}
 for metric in B.METRICS:
     t = rows[rows.metric == metric]
+    # a layer where the metric could not be computed keeps a row that says why (no silent gap in the table)
+    gaps = [{"layer": lay["layer"], "metric": metric, "param": HEAD[metric], "kind": "not evaluated",
+             "direction": B.METRICS[metric].direction,
+             "note": next((v["planted"] for v in lay["metrics"]["validity"] if v["metric"] == metric), "not computed")}
+            for lay in layers if not (t.layer == lay["layer"]).any()]
+    t = pd.concat([t, pd.DataFrame(gaps, columns=cols)], ignore_index=True) if gaps else t
     table_paths[metric] = write_table(t[cols].sort_values(["layer", "param", "kind", "variant", "alpha", "seed"]),
                                       Path(tables_dir) / f"saebench_{metric}.csv")
 head = rows[rows.apply(lambda r: r.param == HEAD[r.metric] or (r.metric == "sparse_probing" and r.param == "dense"),
