@@ -85,8 +85,7 @@ missing = [l for l in layers if l not in meta["layers"]]
 if missing:
     raise ValueError(f"layers = {layers}: {missing} are not in the activation cache {acts_dir} ({meta['layers']})")
 ctx = int(meta["context_size"])
-if passage_tokens > ctx:
-    raise ValueError(f"passage_tokens = {passage_tokens}: must be <= the cache's context_size ({ctx})")
+passage_len = min(passage_tokens, ctx)  # a passage is cut from one cache-sized context: never longer than it
 lm = L.load_lm(meta["model"], meta.get("model_cache", "resources/models"), dev, seed=int(meta.get("seed", 0)),
                dtype=meta.get("lm_dtype", "float32"))
 seen = C.load_tokens(acts_dir, "train")
@@ -102,12 +101,12 @@ display(pd.DataFrame([{"model": meta["model"], "forward dtype": str(lm.dtype).re
 # ## Passages from text no SAE saw, and their labels
 # Each training document is cut like the cache cuts it; contexts equal to a cached training context are skipped;
 # `passages_per_doc` of the rest are drawn per document (seeded), each passage = BOS + the first
-# `passage_tokens − 1` tokens of its context. The `max_docs` documents with the most unseen contexts are the
-# classes of the document task (SAEBench uses at most 5 classes per data set).
+# `passage_tokens − 1` tokens of its context (at most the cache's context size). The `max_docs` documents with the
+# most unseen contexts are the classes of the document task (SAEBench uses at most 5 classes per data set).
 
 # %%
 t0 = time.time()
-ps, record = P.unseen_passages(lm.tokenizer, train_docs, seen, ctx, passage_tokens, passages_per_doc, seed,
+ps, record = P.unseen_passages(lm.tokenizer, train_docs, seen, ctx, passage_len, passages_per_doc, seed,
                                lm.vocab_size, lower, mid_cap, name_min_mid, other_min_lower)
 doc_order = sorted(range(len(ps.doc_names)), key=lambda d: -record[ps.doc_names[d]]["unseen"])[:max_docs]
 keep = np.isin(ps.doc, doc_order)
@@ -226,7 +225,7 @@ tmp = out / f".tasks.safetensors.tmp{os.getpid()}"
 save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
 os.replace(tmp, out / "tasks.safetensors")
 info = {"doc_names": ps.doc_names, "document_classes": [ps.doc_names[d] for d in doc_order],
-        "layers": layers, "d_model": d, "passage_tokens": passage_tokens, "model": meta["model"],
+        "layers": layers, "d_model": d, "passage_tokens": passage_len, "model": meta["model"],
         "lm_dtype": str(lm.dtype).replace("torch.", ""), "store_dtype": store_dtype, "record": record,
         "token_words": ps.token_word, "word_strings": w_strs, "prefixes": prefixes,
         "rules": P.__doc__, "settings": settings}

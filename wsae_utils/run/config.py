@@ -416,11 +416,7 @@ def _lm_errors(section: dict) -> list[str]:
     held = acts.get("heldout_tokens")
     if isinstance(held, int) and isinstance(ctx, int) and 0 < held < ctx:
         errors.append(f"acts.heldout_tokens = {held}: must be 0 (the whole held-out text) or >= context_size ({ctx})")
-    probes, sb = units.get("probes") or {}, units.get("saebench") or {}
-    pt = probes.get("passage_tokens")
-    if isinstance(pt, int) and isinstance(ctx, int) and pt > ctx:
-        errors.append(f"probes.passage_tokens = {pt}: must be <= acts.context_size ({ctx}); passages are cut from "
-                      "the cache's contexts")
+    sb = units.get("saebench") or {}
     for key in ("tpp_ns", "scr_ns"):
         if isinstance(sb.get("headline_n"), int) and isinstance(sb.get(key), list) and sb["headline_n"] not in sb[key]:
             errors.append(f"saebench.headline_n = {sb['headline_n']}: must be one of saebench.{key} ({sb[key]})")
