@@ -112,7 +112,8 @@ claims = [claim(
     paper="+3.8 points (76.4 → 80.2 %, Llama-3.1-8B judge)",
     effect={"name": f"human 'one meaning' share, α = {amax:g} − α = 0", "paper": 0.038,
             "points": [{"label": "mean over layers", "value": metrics["human_gain"], "lo": metrics["human_gain_lo"],
-                        "hi": metrics["human_gain_hi"]}] if "human_gain" in metrics else []})]
+                        "hi": metrics["human_gain_hi"]}] if "human_gain" in metrics else []},
+    precedence=2 if rated and metrics["validated"] else 0)]  # validated raters decide, like an LLM judge
 display(Markdown(conclusion(claims)))
 metrics["claims"] = claims
 metrics["total_seconds"] = time.time() - t_start

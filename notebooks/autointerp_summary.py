@@ -353,7 +353,8 @@ for be in sorted(set(scores.backend) - {"offline"}):
         paper=f"+{paper_gain:g} points (76.4 → 80.2 %, Llama-3.1-8B judge)",
         effect={"name": f"LLM score gain α = {amax:g} − α = 0 ({be})", "paper": paper_gain / 100,
                 "points": [{"label": "mean" if r.layer == "mean" else f"layer {r.layer}", "value": r.gain,
-                            "lo": r.ci_lo, "hi": r.ci_hi} for r in gains[gains.alpha == amax].itertuples()]}))
+                            "lo": r.ci_lo, "hi": r.ci_hi} for r in gains[gains.alpha == amax].itertuples()]},
+        precedence=2 if be == "openai" else 0))  # an LLM judge decides over the offline metrics
 display(Markdown(f"Chosen offline proxy: **{chosen or 'none (not decidable offline)'}**. Proxy margins at α = 0: "
                  f"{margins}."))
 metrics["total_seconds"] = time.time() - t_start

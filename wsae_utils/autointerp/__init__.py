@@ -1,1 +1,1 @@
-"""Auto-interpretability (Table 1): latent records, scoring, offline proxies, LLM client."""
+"""Auto-interpretability (Table 1): latent records, scoring, offline proxies, LLM client, SAEBench-style metrics."""

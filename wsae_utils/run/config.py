@@ -416,6 +416,10 @@ def _lm_errors(section: dict) -> list[str]:
     held = acts.get("heldout_tokens")
     if isinstance(held, int) and isinstance(ctx, int) and 0 < held < ctx:
         errors.append(f"acts.heldout_tokens = {held}: must be 0 (the whole held-out text) or >= context_size ({ctx})")
+    sb = units.get("saebench") or {}
+    for key in ("tpp_ns", "scr_ns"):
+        if isinstance(sb.get("headline_n"), int) and isinstance(sb.get(key), list) and sb["headline_n"] not in sb[key]:
+            errors.append(f"saebench.headline_n = {sb['headline_n']}: must be one of saebench.{key} ({sb[key]})")
     width = facts.get("d_model")
     for unit, block in units.items():
         k, expansion = block.get("k"), block.get("expansion")

@@ -142,7 +142,8 @@ VERDICTS = ("reproduced", "not reproduced", "not decidable here")
 
 
 def claim(claim_id: str, test: str, numbers: str, verdict: str, why: str = "", decidable: str = "",
-          key_number: str = "", paper: str = "", effect: dict[str, Any] | None = None) -> dict[str, Any]:
+          key_number: str = "", paper: str = "", effect: dict[str, Any] | None = None, precedence: int = 0
+          ) -> dict[str, Any]:
     """One claims-table row: the test applied, the numbers (seeds, CIs), the verdict, why, and what was decidable.
 
     `decidable` says which settings the verdict was decided on (and why the others were not) and the minimum
@@ -150,6 +151,8 @@ def claim(claim_id: str, test: str, numbers: str, verdict: str, why: str = "", d
     index's first screen: `key_number` is one line of the numbers that decide the claim (with CIs), `paper` the
     paper's number for it, and `effect` the verdict figure's row (name, points with CIs, the paper's value; drawn by
     `wsae_utils.run.claims_index.verdict_figure`).
+    When several reports test one claim, only those with the highest `precedence` decide its verdict (e.g. an LLM
+    judge over the offline metrics over a proxy); the others stay in the row as context.
     """
     if claim_id not in CLAIMS:
         raise ValueError(f"claim id {claim_id!r} is not one of {sorted(CLAIMS)}")
@@ -157,7 +160,7 @@ def claim(claim_id: str, test: str, numbers: str, verdict: str, why: str = "", d
         raise ValueError(f"verdict {verdict!r} is not one of {VERDICTS}")
     row: dict[str, Any] = {"id": claim_id, "claim": CLAIMS[claim_id], "test": test, "numbers": numbers,
                            "verdict": verdict, "why": why, "decidable": decidable, "key_number": key_number,
-                           "paper": paper}
+                           "paper": paper, "precedence": int(precedence)}
     if effect is not None:
         row["effect"] = effect
     return row
@@ -185,13 +188,16 @@ def _decided_first(claims: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def claims_table(found: list[dict[str, str]]) -> pd.DataFrame:
     """One row per paper claim (registry order) from the `claims` rows of every report; 'not run' where none.
 
-    Several reports may test one claim (e.g. per Γ variant); their tests and numbers are joined, and the verdict is
-    theirs when they agree, else 'mixed' with each one listed.
+    Several reports may test one claim (e.g. per Γ variant); their tests and numbers are joined (the deciding ones
+    first), and the verdict is that of the rows with the highest `precedence` when they agree, else 'mixed' with
+    each one listed.
     """
     rows = []
     for cid, text in CLAIMS.items():
         mine = [c for c in found if c.get("id") == cid]
-        verdicts = sorted({c["verdict"] for c in mine})
+        top = max((int(c.get("precedence", 0)) for c in mine), default=0)
+        mine = sorted(mine, key=lambda c: -int(c.get("precedence", 0)))  # stable: report order within a level
+        verdicts = sorted({c["verdict"] for c in mine if int(c.get("precedence", 0)) == top})
         verdict = "not run" if not mine else verdicts[0] if len(verdicts) == 1 else "mixed: " + ", ".join(verdicts)
         rows.append({
             "id": cid,
