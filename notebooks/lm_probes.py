@@ -243,6 +243,10 @@ metrics = {"n_passages": int(n), "passage_tokens": int(Tn), "n_words": int(len(w
            "n_name_examples": int((tok_keep & (ps.token_label >= 0)).sum()),
            "n_dialogue": int((dialogue == 1).sum()), "n_narration": int((dialogue == 0).sum())}
 claims: list = []
-display(Markdown(conclusion(claims)))
+display(Markdown(conclusion(claims, summary=(
+    f"Probing tasks built: {metrics['n_passages']:,} passages of {metrics['passage_tokens']} tokens "
+    f"({metrics['n_dialogue']:,} dialogue, {metrics['n_narration']:,} narration, {metrics['n_name_examples']:,} "
+    f"name/capitalised-word examples) and {metrics['n_words']:,} first-letter words. No claim is judged here: "
+    "the tasks feed `lm_saebench` and its summary."))))
 metrics["claims"] = claims
 _ = write_metrics(out / "metrics.json", metrics)

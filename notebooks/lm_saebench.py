@@ -478,6 +478,9 @@ display(Markdown(f"Layer {layer}: usable metrics — "
                  + ", ".join(f"{r.metric}: {'yes' if r.usable else 'no'}" for r in validity.itertuples())
                  + f". {len(saes)} SAEs scored in {sum(t_sae.values()):.0f} s."))
 claims: list = []
-display(Markdown(conclusion(claims)))
+display(Markdown(conclusion(claims, summary=(
+    f"Layer {layer}: metrics usable for a verdict — "
+    + ", ".join(f"{r.metric}: {'yes' if r.usable else 'no'}" for r in validity.itertuples())
+    + ". No claim is judged per layer: `lm_saebench_summary` decides over layers and seeds."))))
 metrics["claims"] = claims
 _ = write_metrics(out / "metrics.json", metrics)
