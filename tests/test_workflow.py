@@ -238,14 +238,19 @@ def _declared_memory(dry_run: str) -> dict[str, int]:
     return out
 
 
+ADDED_SINCE_PEAKS = ("autointerp/human", "autointerp/latents", "lm/probes", "lm/saebench")
+
+
 def test_declared_memory_covers_the_measured_peaks(tmp_path):
     """mem_mb of every default job is at least 1.2 x its measured peak RSS on either CPU class (a cluster kills a
-    job that goes over). Jobs added since that measurement (the latent pages, the human ratings) are checked on the
-    smoke run only (`test_smoke_jobs_stay_under_their_declared_memory`)."""
+    job that goes over). Jobs added since that measurement (`ADDED_SINCE_PEAKS`: the latent pages, the human
+    ratings, the SAEBench-style probes) are checked on the smoke run only
+    (`test_smoke_jobs_stay_under_their_declared_memory`) until a default run measures them."""
     declared = _declared_memory(smk("-n", "--configfile", "config/config.yaml", "--directory", str(tmp_path)).stdout)
     peaks = pd.read_csv(REPO / "benchmarks" / "peak_memory.csv")
     assert set(peaks.job) <= set(declared), set(peaks.job) - set(declared)
-    assert len(set(declared) - set(peaks.job)) <= 2, set(declared) - set(peaks.job)
+    unmeasured = {j for j in set(declared) - set(peaks.job) if not j.startswith(ADDED_SINCE_PEAKS)}
+    assert not unmeasured, f"jobs with no measured peak: {unmeasured}"
     short = {r.job: (declared[r.job], r.peak_rss_mb) for r in peaks.itertuples()
              if declared[r.job] < 1.2 * r.peak_rss_mb}
     assert not short, f"declared mem_mb below 1.2 x the measured peak: {short}"
