@@ -460,7 +460,7 @@ os.replace(fh.name, np_path)
 _ = write_table(pd.DataFrame([{"key": k_, **m} for k_, m in meta_sae.items()]), out / "saes.csv")
 
 # %% [markdown]
-# ## Conclusion
+# ## What this layer gives
 # Numbers for the summary (tables across layers, the α − 0 gains with the permuted-γ control, and the verdict).
 
 # %%
