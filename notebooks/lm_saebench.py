@@ -66,7 +66,7 @@ from wsae_utils.autointerp.scoring import random_sae_like
 from wsae_utils.core.export import load_sae
 from wsae_utils.hardware import resolve_precision
 from wsae_utils.run.plots import save_figure, setup_style
-from wsae_utils.run.reportkit import conclusion, run_parameters
+from wsae_utils.run.reportkit import conclusion
 from wsae_utils.run.results import write_metrics, write_table
 from wsae_utils.run.setup import start_run
 from wsae_utils.runlog import log, progress
@@ -74,7 +74,6 @@ from wsae_utils.runlog import log, progress
 t_start = time.time()
 out, dev = start_run(out_dir, seed, device, num_threads)
 setup_style()
-settings = run_parameters()
 for name, vals in (("tpp_ns", tpp_ns), ("scr_ns", scr_ns)):
     if headline_n not in vals:
         raise ValueError(f"headline_n = {headline_n}: must be one of {name} = {vals}")

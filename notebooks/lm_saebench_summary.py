@@ -46,7 +46,7 @@ from IPython.display import Markdown, display
 
 from wsae_utils.autointerp import saebench as B
 from wsae_utils.run.plots import save_figure, setup_style
-from wsae_utils.run.reportkit import conclusion, run_parameters
+from wsae_utils.run.reportkit import conclusion
 from wsae_utils.run.results import (
     claim,
     combine_verdicts,
@@ -59,7 +59,6 @@ t_start = time.time()
 out = Path(out_dir)
 (out / "figures").mkdir(parents=True, exist_ok=True)
 setup_style()
-settings = run_parameters()
 unknown = sorted(set(min_gains) - set(B.METRICS))
 if unknown:
     raise ValueError(f"min_gains = {min_gains}: unknown metrics {unknown} (known: {sorted(B.METRICS)})")

@@ -1,5 +1,5 @@
 """Confidence intervals, one home for every experiment: Student-t over seeds or replicates, percentile bootstrap
-over latents or contexts, and paired differences.
+over latents or contexts.
 
 One NaN rule everywhere: non-finite values are dropped before an interval is formed, and every interval reports
 `n`, the number of values it used, so a reader sees when some were dropped. Too few values give NaN bounds
@@ -55,14 +55,6 @@ def mean_ci(values: Iterable[float], level: float = 0.95) -> dict[str, float]:
     """`t_interval` as a dict {mean, ci_low, ci_high, n} (for table rows)."""
     m, lo, hi, n = t_interval(values, level)
     return {"mean": m, "ci_low": lo, "ci_high": hi, "n": n}
-
-
-def paired_differences(treated: Iterable[float], baseline: Iterable[float]) -> np.ndarray:
-    """treated − baseline unit by unit (same seed or replicate); the lengths must match."""
-    t, b = np.asarray(list(treated), dtype=float), np.asarray(list(baseline), dtype=float)
-    if t.shape != b.shape:
-        raise ValueError(f"paired samples differ in length: {t.shape} vs {b.shape}")
-    return t - b
 
 
 def percentile_interval(samples: Iterable[float], level: float = 0.95) -> tuple[float, float]:
