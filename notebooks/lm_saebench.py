@@ -160,7 +160,9 @@ for r in rows_in.itertuples():
     w = side.get("wsae", {})
     saes[key] = sae.eval()
     meta_sae[key] = {"sae": r.sae, "variant": w.get("variant", r.variant), "alpha": float(w.get("alpha", r.alpha)),
-                     "seed": int(r.seed), "untrained": bool(w.get("untrained", r.untrained)), "kind": "trained",
+                     # an SAE that did not converge is left out of every verdict as an untrained one is
+                     "seed": int(r.seed), "untrained": bool(w.get("untrained", r.untrained))
+                     or not bool(getattr(r, "converged", True)), "kind": "trained",
                      "main": Path(r.dir).resolve().is_relative_to(root)}
 first = next(iter(saes.values()))
 # bf16 only for the latent selection, only where this device runs it fast (as lm_train's matmul_dtype)

@@ -9,9 +9,20 @@
 #
 # - trains every SAE of the layer from the **same** cached batches and the **same** seeded initialisation (α and
 #   Γ are the only differences);
-# - measures whether each SAE trained: loss curve, held-out FVU at several points, mean cosine between each
-#   decoder row and its initial value, dead fraction over training, share of γ² in the top 1/5/10 dimensions;
-#   an SAE that did not move is flagged **untrained** and never enters a verdict;
+# - trains each SAE from `len(sae_seeds)` seeds (initialisation, batch order and the permuted control's
+#   permutation); the α = 0 and α > 0 SAEs of one seed share the initialisation and batches, so later reports
+#   compare them **paired by seed**, with CIs over seeds;
+# - feeds every non-standardised SAE the activations scaled by one constant so that E‖c·x‖² = d_model
+#   (`normalize_activations`, SAELens' `expected_average_only_in`) and starts b_dec at the training mean;
+#   the scale is folded back into the exported weights, which act on raw activations;
+# - measures whether each SAE trained and converged: loss curve; the **held-out objective** (the SAE's own
+#   Γ-weighted FVU, on the first `monitor_contexts` held-out contexts) and the unweighted held-out FVU at
+#   `monitor_points` points, i.e. a tokens-vs-FVU curve; decoder movement; dead fraction; share of γ² in the top
+#   1/5/10 dimensions. **Converged** = the held-out objective fell by less than `converge_tol` (relative) over the
+#   last `converge_window` of the training tokens. **Untrained** = the held-out objective is not below
+#   `untrained_max_objective_ratio` × its initialisation's, or more than `untrained_max_unmoved_frac` of the
+#   decoder rows have not moved (cosine ≥ 0.99 to their initial value); untrained or unconverged SAEs never enter
+#   a verdict;
 # - compares the paper's Γ with the variants a practitioner would try: **mean** (γ / mean γ), **cap** (variance
 #   capped at its `cap_quantile` quantile, then mean-one), **standardize** (inputs standardised per dimension,
 #   then γ = Varᵅ / mean on the standardised error: an effective raw-space weight Var²ᵅ⁻¹), and the
@@ -45,12 +56,16 @@ auxk_alpha = 0.03125
 dead_window_tokens = 20000
 gamma_inside_norm = True
 shuffle_shards = 4
-monitor_points = 5
+monitor_points = 9
 monitor_contexts = 16
-untrained_max_cos = 0.9
-untrained_max_loss_ratio = 0.9
+normalize_activations = True
+converge_window = 0.25
+converge_tol = 0.02
+untrained_max_objective_ratio = 0.9
+untrained_max_unmoved_frac = 0.5
 matmul_dtype = "auto"
-seed = 0
+sae_seeds = [0, 1, 2]
+seeds_dir = "results/lm/saes_seeds"
 
 # %%
 import time
@@ -74,7 +89,10 @@ from wsae_utils.run.setup import start_run
 from wsae_utils.runlog import log
 
 t_start = time.time()
-out, dev = start_run(out_dir, seed, device, num_threads)
+sae_seeds = [int(s) for s in sae_seeds]
+if not sae_seeds or len(set(sae_seeds)) != len(sae_seeds):
+    raise ValueError(f"sae_seeds = {sae_seeds}: must be a non-empty list of distinct seeds")
+out, dev = start_run(out_dir, sae_seeds[0], device, num_threads)
 setup_style()
 alphas = [float(a) for a in alphas]
 S.check_alpha_tags(alphas)
@@ -93,99 +111,123 @@ precision = resolve_precision(matmul_dtype, dev, "SAE selection GEMM",
 
 # %%
 stats = S.layer_stats(acts_dir, layer, "train")
-specs = S.layer_specs(stats, alphas, variants, downstream_variant, permuted_control, cap_quantile, seed)
+specs_by_seed = {s: S.layer_specs(stats, alphas, variants, downstream_variant, permuted_control, cap_quantile, s,
+                                  normalize_activations) for s in sae_seeds}
+specs = specs_by_seed[sae_seeds[0]]
 epoch_rows = meta["splits"]["train"]["n_tokens_without_bos"]
-gamma_rows = [{"sae": s.name, "variant": s.variant, "alpha": s.alpha, "standardized input": s.shift is not None,
+gamma_rows = [{"sae": s.name, "variant": s.variant, "alpha": s.alpha, "standardized input": s.standardized,
                **S.gamma_shares(s.gamma, gamma_inside_norm)} for s in specs]
 display(Markdown(
     f"Layer {layer} of {meta['model']} (d_model {facts['d_model']}): {int(stats['n_tokens']):,} training tokens "
-    f"in the cache; {len(specs)} SAEs × {steps} steps × {batch_size} tokens = {steps * batch_size:,} tokens each "
-    f"({steps * batch_size / epoch_rows:.2f} passes over the cache). Share of the squared-error weight per "
-    "SAE (γ² with Γ inside the norm; 1 / 576 = 0.0017 per dimension would be uniform):"))
+    f"in the cache; {len(specs)} SAEs × {len(sae_seeds)} seeds × {steps} steps × {batch_size} tokens = "
+    f"{steps * batch_size:,} tokens each ({steps * batch_size / epoch_rows:.2f} passes over the cache). Inputs "
+    + (f"scaled by c = {S.activation_scale(stats):.4g} (E‖c·x‖² = d_model)" if normalize_activations else
+       "not normalised") + ". Share of the squared-error weight per SAE (γ² with Γ inside the norm; "
+    f"1 / {facts['d_model']} = {1 / facts['d_model']:.4f} per dimension would be uniform; seed "
+    f"{sae_seeds[0]}'s permutation for the permuted control):"))
 display(pd.DataFrame(gamma_rows).round(4))
 
 # %% [markdown]
 # ## Train every SAE of the layer from one stream of cached batches
 
 # %%
-cfg = S.LayerTrainConfig(
-    n_latents=expansion * facts["d_model"], k=k,
-    train=TrainConfig(steps=steps, batch_size=batch_size, lr=lr, lr_warmup_steps=lr_warmup_steps,
-                      lr_decay_frac=lr_decay_frac, auxk_alpha=auxk_alpha, dead_window=dead_window_tokens,
-                      gamma_inside_norm=gamma_inside_norm, seed=seed, matmul_dtype=precision.dtype, log_every=5),
-    shuffle_shards=shuffle_shards, monitor_points=monitor_points, monitor_contexts=monitor_contexts)
+def layer_config(sae_seed: int) -> S.LayerTrainConfig:
+    """The layer's SAE settings for one SAE seed (everything else shared)."""
+    return S.LayerTrainConfig(
+        n_latents=expansion * facts["d_model"], k=k,
+        train=TrainConfig(steps=steps, batch_size=batch_size, lr=lr, lr_warmup_steps=lr_warmup_steps,
+                          lr_decay_frac=lr_decay_frac, auxk_alpha=auxk_alpha, dead_window=dead_window_tokens,
+                          gamma_inside_norm=gamma_inside_norm, seed=sae_seed, matmul_dtype=precision.dtype,
+                          log_every=5),
+        shuffle_shards=shuffle_shards, monitor_points=monitor_points, monitor_contexts=monitor_contexts)
+
+
 t0 = time.time()
-trained = S.train_layer_saes(acts_dir, layer, specs, stats, cfg, dev)
+trained = {(name, s): t for s in sae_seeds
+           for name, t in S.train_layer_saes(acts_dir, layer, specs_by_seed[s], stats, layer_config(s), dev).items()}
 t_train = time.time() - t0
 log(f"layer {layer}: trained {len(trained)} SAEs in {t_train:.1f} s")
-display(Markdown(f"Trained {len(trained)} SAEs in {t_train:.0f} s "
+display(Markdown(f"Trained {len(trained)} SAEs ({len(specs)} per seed × {len(sae_seeds)} seeds) in {t_train:.0f} s "
                  f"({len(trained) * steps * batch_size / t_train:,.0f} SAE-tokens/s); selection GEMM in "
                  f"**{precision.dtype}** ({matmul_dtype}: {precision.reason})."))
 
 # %% [markdown]
-# ## Did each SAE train?
-# Loss curves are divided by their first value (weighted losses have different scales). Held-out FVU (unweighted,
-# on the first `monitor_contexts` held-out contexts) and the mean cosine of each decoder row to its initial value
-# are recorded at `monitor_points` points. **Untrained** (did not move from init; never used for a verdict) =
-# mean decoder cosine to init ≥ `untrained_max_cos`, or the SAE's own weighted training loss fell by less than
-# 1 − `untrained_max_loss_ratio`. A weighted SAE whose *unweighted* held-out FVU got worse than at init but that
-# moved and learnt its objective is not "untrained": that is what the weighting does, and it is reported.
+# ## Did each SAE train, and where does the budget sit on its held-out curve?
+# Loss curves are divided by their first value (weighted losses have different scales). The held-out objective
+# (the SAE's own Γ-weighted FVU) and the unweighted held-out FVU against training tokens show where the default
+# budget sits: a curve still falling at its end is a budget too small (**converged** = fell by less than
+# `converge_tol` over the last `converge_window` of the tokens). **Untrained** = held-out objective not below
+# `untrained_max_objective_ratio` × its initialisation's, or more than `untrained_max_unmoved_frac` of the decoder
+# rows unmoved. A weighted SAE that learnt its objective but reconstructs the *unweighted* activations worse than
+# its initialisation trained: that is a fidelity finding (reported here, `fvu_worse_than_init`, and seen by the
+# fidelity verdict), not an SAE to leave out.
 
 # %%
 curves = pd.DataFrame([
-    {"sae": n, "variant": t.spec.variant, "alpha": t.spec.alpha, "step": s, "loss / first loss": v / t.loss_curve[0][1]}
-    for n, t in trained.items() for s, v in t.loss_curve])
-mon = pd.DataFrame([{"sae": n, "variant": t.spec.variant, "alpha": t.spec.alpha, **m}
-                    for n, t in trained.items() for m in t.monitor])
-fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-sns.lineplot(data=curves, x="step", y="loss / first loss", hue="sae", ax=axes[0], legend=False)
-axes[0].set(yscale="log", title="training loss (relative)")
-sns.lineplot(data=mon, x="step", y="heldout_fvu", hue="sae", marker="o", ax=axes[1], legend=False)
-axes[1].set(title="held-out FVU during training", ylabel="FVU")
-sns.lineplot(data=mon, x="step", y="dec_cos_to_init", hue="sae", marker="o", ax=axes[2])
-axes[2].set(title="mean decoder cosine to init", ylabel="cosine")
+    {"sae": n, "seed": sd, "variant": t.spec.variant, "alpha": t.spec.alpha, "step": s_,
+     "loss / first loss": v / t.loss_curve[0][1]}
+    for (n, sd), t in trained.items() for s_, v in t.loss_curve])
+mon = pd.DataFrame([{"sae": n, "seed": sd, "variant": t.spec.variant, "alpha": t.spec.alpha, **m}
+                    for (n, sd), t in trained.items() for m in t.monitor])
+fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+sns.lineplot(data=curves, x="step", y="loss / first loss", hue="sae", ax=axes[0], legend=False, errorbar=None)
+axes[0].set(yscale="log", title="training loss (relative, mean over seeds)")
+sns.lineplot(data=mon, x="tokens", y="heldout_objective", hue="sae", marker="o", ax=axes[1], legend=False,
+             errorbar=("pi", 100))
+axes[1].set(yscale="log", title="held-out objective (own Γ) vs tokens", ylabel="Γ-weighted FVU")
+sns.lineplot(data=mon, x="tokens", y="heldout_fvu", hue="sae", marker="o", ax=axes[2], errorbar=("pi", 100))
+axes[2].set(yscale="log", title="held-out FVU (unweighted) vs tokens", ylabel="FVU")
 axes[2].legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
-fig.suptitle(f"layer {layer}")
-save_figure(fig, out, "training", caption=f"Layer {layer}: relative training loss, held-out FVU and decoder "
-                                           "cosine to initialisation of every SAE")
+fig.suptitle(f"layer {layer}: lines = mean over {len(sae_seeds)} seed(s), bands = range")
+save_figure(fig, out, "training", caption=f"Layer {layer}: relative training loss, held-out objective and "
+                                           "unweighted held-out FVU against training tokens, every SAE and seed")
 plt.show()
 
 rows = []
-for n, t in trained.items():
-    diag = t.diagnostics()
-    rows.append({"layer": layer, "sae": n, "variant": t.spec.variant, "alpha": t.spec.alpha,
-                 "standardized": t.spec.shift is not None, **diag,
-                 "untrained": S.untrained_flag(diag, untrained_max_cos, untrained_max_loss_ratio),
-                 "final_loss": t.loss_curve[-1][1],
-                 **{k_: v for k_, v in S.gamma_shares(t.spec.gamma, gamma_inside_norm).items()}})
+for (n, sd), t in trained.items():
+    diag = t.diagnostics(converge_window, converge_tol)
+    rows.append({"layer": layer, "sae": n, "seed": sd, "variant": t.spec.variant, "alpha": t.spec.alpha,
+                 "standardized": t.spec.standardized, "normalized": normalize_activations and not t.spec.standardized,
+                 **diag, "fvu_worse_than_init": diag["monitor_fvu_final"] >= diag["monitor_fvu_init"],
+                 "untrained": S.untrained_flag(diag, untrained_max_objective_ratio, untrained_max_unmoved_frac),
+                 "untrained_reason": S.untrained_reason(diag, untrained_max_objective_ratio,
+                                                        untrained_max_unmoved_frac),
+                 "final_loss": t.loss_curve[-1][1], **S.gamma_shares(t.spec.gamma, gamma_inside_norm)})
 diag_table = pd.DataFrame(rows)
-display(diag_table[["sae", "dec_cos_to_init", "loss_ratio", "monitor_fvu_init", "monitor_fvu_final",
-                    "train_dead_frac", "untrained", "gamma2_top1_share", "gamma2_top10_share"]].round(3))
+display(diag_table[["sae", "seed", "objective_init", "objective_final", "objective_gain_last_window", "converged",
+                    "monitor_fvu_init", "monitor_fvu_final", "frac_rows_unmoved", "train_dead_frac", "untrained",
+                    "gamma2_top1_share"]].round(3))
 
 # %% [markdown]
 # ## Export (SAELens format)
 # `cfg.json` states what a SAELens / TransformerLens user needs to reproduce the activations: the hub id and the
 # exact weights (file, quantisation, sha256), the hook (`blocks.{L}.hook_resid_post` = output of block L), the
 # context size with BOS prepended, the positions used (`seqpos_slice` [1, null]: BOS excluded from training and
-# every metric), the dataset, and the weight-processing setting (off) for TransformerLens.
+# every metric), the dataset, and the weight-processing setting (off) for TransformerLens. The first seed's SAEs
+# go to `sae_dir` / `variants_dir`; the other seeds' to `seeds_dir/seed{s}/…` in the same layout.
 
 # %%
-def export_path(name: str) -> Path:
-    """Downstream variant and the α = 0 baseline → sae_dir; every other SAE → variants_dir/{variant}."""
+def export_path(name: str, sae_seed: int) -> Path:
+    """Downstream variant and the α = 0 baseline → sae_dir; every other SAE → variants_dir/{variant}; seeds after
+    the first under seeds_dir/seed{s}/ with the same sub-paths."""
     variant, tag = name.split("/")
     base_variant = "standardize" if downstream_variant == "standardize" else "paper"
-    if variant == downstream_variant or (tag == "alpha0" and variant == base_variant):
-        return Path(sae_dir) / f"layer{layer}" / tag
-    return Path(variants_dir) / variant / f"layer{layer}" / tag
+    main = variant == downstream_variant or (tag == "alpha0" and variant == base_variant)
+    if sae_seed == sae_seeds[0]:
+        return (Path(sae_dir) / f"layer{layer}" / tag if main
+                else Path(variants_dir) / variant / f"layer{layer}" / tag)
+    root = Path(seeds_dir) / f"seed{sae_seed}"
+    return root / "main" / f"layer{layer}" / tag if main else root / variant / f"layer{layer}" / tag
 
 
 weights = meta["weights"]
 dataset = (f"{meta['corpus']} (training documents {meta['splits']['train']['documents']}; held out "
            f"{meta['splits']['heldout']['documents']}), tokenised per document, contexts of "
            f"{meta['context_size']} with BOS, seed {meta['seed']}")
+untrained_of = diag_table.set_index(["sae", "seed"])["untrained"]
 dirs = []
-for n, t in trained.items():
-    path = export_path(n)
+for (n, sd), t in trained.items():
+    path = export_path(n, sd)
     assert value_tag(t.spec.alpha) == path.name[len("alpha"):]
     save_sae(
         t.sae, path, alpha=t.spec.alpha, gamma=t.spec.gamma, proxy=stats["var"], proxy_kind="variance",
@@ -200,32 +242,51 @@ for n, t in trained.items():
             "activation_cache": str(Path(acts_dir)), "lm_forward_dtype": meta["lm_dtype"],
             "activation_dtype": meta["dtype"],
         },
-        extra={"layer": layer, "variant": t.spec.variant, "standardized_input": t.spec.shift is not None,
-               "bos_excluded": True, "train_tokens": steps * batch_size, "train_config": S.config_dict(cfg),
-               "diagnostics": t.diagnostics(), "monitor": t.monitor,
-               "untrained": bool(diag_table.set_index("sae").loc[n, "untrained"])})
+        extra={"layer": layer, "variant": t.spec.variant, "standardized_input": t.spec.standardized,
+               "activation_scale_folded": (S.activation_scale(stats)
+                                           if normalize_activations and not t.spec.standardized else None),
+               "sae_seed": sd, "bos_excluded": True, "train_tokens": steps * batch_size,
+               "train_config": S.config_dict(layer_config(sd)), "diagnostics": t.diagnostics(converge_window,
+                                                                                            converge_tol),
+               "monitor": t.monitor, "untrained": bool(untrained_of.loc[(n, sd)])})
     dirs.append(str(path))
 diag_table["dir"] = dirs
 write_table(diag_table, out / "rows.csv")
 _ = write_table(mon.assign(layer=layer), out / "monitor.csv")
 
 # %%
-metrics = {"layer": layer, "n_saes": len(trained), "train_tokens_per_sae": steps * batch_size,
+metrics = {"layer": layer, "n_saes": len(trained), "sae_seeds": sae_seeds, "train_tokens_per_sae": steps * batch_size,
            "train_seconds": t_train, "total_seconds": time.time() - t_start,
-           "n_untrained": int(diag_table.untrained.sum()), "downstream_variant": downstream_variant}
+           "n_untrained": int(diag_table.untrained.sum()), "n_not_converged": int((~diag_table.converged).sum()),
+           "normalize_activations": normalize_activations, "downstream_variant": downstream_variant}
 for r in rows:
-    key = r["sae"].replace("/", "_")
-    for m in ("dec_cos_to_init", "monitor_fvu_final", "train_dead_frac", "gamma2_top1_share"):
+    key = f"{r['sae'].replace('/', '_')}_seed{r['seed']}"
+    for m in ("objective_final", "monitor_fvu_final", "frac_rows_unmoved", "train_dead_frac", "gamma2_top1_share"):
         metrics[f"{key}_{m}"] = r[m]
     metrics[f"{key}_untrained"] = r["untrained"]
+    metrics[f"{key}_converged"] = r["converged"]
 untrained = diag_table[diag_table.untrained]
+unconverged = diag_table[~diag_table.converged & ~diag_table.untrained]
+
+
+def listing(t: pd.DataFrame) -> str:
+    """'name (seed s)' of each row."""
+    return ", ".join(f"{r.sae} (seed {r.seed})" for r in t.itertuples())
+
+
 claims: list = []
 display(Markdown(conclusion(summary=
-    "Training-side findings only; the α effect on fidelity is judged on the whole held-out novel in `lm_sae` and "
-    f"the LM summary. Layer {layer}: {len(trained) - len(untrained)} of {len(trained)} SAEs moved from their initialisation"
-    + (f"; **untrained**: {', '.join(untrained.sae)} (kept out of every verdict)." if len(untrained) else ".")
-    + f" Mean decoder cosine to init ranges from {diag_table.dec_cos_to_init.min():.2f} to "
-    f"{diag_table.dec_cos_to_init.max():.2f}; the paper's Γ at the largest α puts "
+    "Training-side findings only; the α effect on fidelity is judged on the held-out novel in `lm_sae` and the LM "
+    f"summary. Layer {layer}, {len(sae_seeds)} seed(s): {len(trained) - len(untrained)} of {len(trained)} SAEs "
+    "learnt their objective"
+    + (f"; **untrained**: {listing(untrained)} (kept out of every verdict)." if len(untrained) else ".")
+    + f" {len(trained) - len(untrained) - len(unconverged)} converged by the stated criterion (held-out objective "
+    f"fell < {converge_tol:.0%} over the last {converge_window:.0%} of {steps * batch_size:,} tokens)"
+    + (f"; **not converged** (kept out of every verdict; a larger `steps` is needed): {listing(unconverged)}."
+       if len(unconverged) else ".")
+    + f" Held-out objective at the end / at initialisation ranges from {diag_table.objective_ratio.min():.2f} to "
+    f"{diag_table.objective_ratio.max():.2f}; the unweighted held-out FVU ends worse than at initialisation for "
+    f"{int(diag_table.fvu_worse_than_init.sum())} SAE(s); the paper's Γ at the largest α puts "
     f"{diag_table[diag_table.variant == 'paper'].gamma2_top1_share.max():.1%} of γ² on one dimension.")))
 metrics["claims"] = claims
 _ = write_metrics(out / "metrics.json", metrics)

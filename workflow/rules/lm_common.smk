@@ -47,6 +47,7 @@ def lm_train_params(wildcards):
         acts_dir=LM_ACTS,
         sae_dir="results/lm/saes",
         variants_dir="results/lm/saes_variants",
+        seeds_dir="results/lm/saes_seeds",
     )
 
 

@@ -21,28 +21,35 @@ def fvu(x: Tensor, x_hat: Tensor) -> float:
 
 
 class FVUAccumulator:
-    """Streaming FVU over many batches: sums kept separately in float64, mean taken over the whole set."""
+    """Streaming FVU over many batches: sums kept separately in float64, mean taken over the whole set.
 
-    def __init__(self) -> None:
+    With per-dimension `weights` w it is the weighted FVU Σ w (x − x̂)² / Σ w (x − x̄)²: a weighted SAE's own
+    objective (w = `error_weights(γ)`) on held-out data, as a fraction of predicting the mean.
+    """
+
+    def __init__(self, weights: Tensor | None = None) -> None:
         self.sse = 0.0
         self.n = 0
         self.sum: Tensor | None = None
         self.sumsq: Tensor | None = None
+        self.weights = None if weights is None else weights.detach().double().cpu()
 
     def update(self, x: Tensor, x_hat: Tensor) -> None:
         """Add one batch [B, d] and its reconstruction."""
         x64, xh64 = x.detach().double().cpu(), x_hat.detach().double().cpu()
-        self.sse += float((x64 - xh64).pow(2).sum())
+        sq_err = (x64 - xh64).pow(2)
+        self.sse += float(sq_err.sum() if self.weights is None else (sq_err * self.weights).sum())
         s, sq = x64.sum(0), x64.pow(2).sum(0)
         self.sum = s if self.sum is None else self.sum + s
         self.sumsq = sq if self.sumsq is None else self.sumsq + sq
         self.n += x64.shape[0]
 
     def total_variance(self) -> float:
-        """Σ over rows and dims of (x − x̄)²."""
+        """Σ over rows and dims of (x − x̄)² (weighted per dimension when the accumulator has weights)."""
         if self.n == 0:
             raise ValueError("no data accumulated")
-        return float((self.sumsq - self.sum.pow(2) / self.n).sum())
+        per_dim = self.sumsq - self.sum.pow(2) / self.n
+        return float(per_dim.sum() if self.weights is None else (per_dim * self.weights).sum())
 
     def compute(self) -> float:
         """FVU; 0 for a perfect reconstruction, 1 for predicting the mean."""

@@ -16,7 +16,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from wsae_utils.core.sae import SAEConfig, SparseAutoencoder, cap_proxy, make_gamma, permute_gamma
+from wsae_utils.core.sae import (
+    SAEConfig,
+    SparseAutoencoder,
+    cap_proxy,
+    error_weights,
+    make_gamma,
+    permute_gamma,
+)
 from wsae_utils.core.train import SAETrainer, TrainConfig
 from wsae_utils.lm.cache import (  # noqa: F401 (re-exported: the activation contract of later stages)
     ACTS_DTYPES,
@@ -105,13 +112,15 @@ class CachedBatches:
 # -- Γ variants ----------------------------------------------------------------------------------------------
 @dataclass
 class SAESpec:
-    """One SAE of a layer: its Γ variant, α, γ (in the SAE's input space) and input standardisation."""
+    """One SAE of a layer: its Γ variant, α, γ (in the SAE's input space) and its input transform
+    x_in = (x − shift) / scale (per-dimension standardisation, or one scalar scale: activation normalisation)."""
 
     variant: str
     alpha: float
     gamma: Tensor
     shift: Tensor | None = None
     scale: Tensor | None = None
+    standardized: bool = False
 
     @property
     def name(self) -> str:
@@ -119,12 +128,17 @@ class SAESpec:
         return f"{self.variant}/alpha{alpha_tag(self.alpha)}"
 
     def to_input(self, x: Tensor) -> Tensor:
-        """Raw activations → the SAE's input space (standardised for the 'standardize' variant)."""
-        return x if self.shift is None else (x - self.shift) / self.scale
+        """Raw activations → the SAE's input space (standardised for the 'standardize' variant, else scaled)."""
+        if self.scale is None:
+            return x
+        return (x if self.shift is None else x - self.shift) / self.scale
 
     def to_raw(self, x_hat: Tensor) -> Tensor:
         """The SAE's output space → raw activations."""
-        return x_hat if self.shift is None else x_hat * self.scale + self.shift
+        if self.scale is None:
+            return x_hat
+        x = x_hat * self.scale
+        return x if self.shift is None else x + self.shift
 
 
 def alpha_tag(alpha: float) -> str:
@@ -168,20 +182,31 @@ def gamma_shares(gamma: Tensor, inside_norm: bool = True, tops: tuple[int, ...] 
     return out
 
 
+def activation_scale(stats: dict[str, Tensor]) -> float:
+    """The one scalar c with E‖c·x‖² = d_model on the training split (SAELens' `expected_average_only_in`
+    normalisation): inputs of every layer on one scale, so one learning rate suits them all."""
+    mean_sq = float((stats["var"].double() + stats["mean"].double().pow(2)).sum())
+    return math.sqrt(stats["var"].numel() / mean_sq)
+
+
 def layer_specs(stats: dict[str, Tensor], alphas: list[float], variants: list[str], downstream: str,
-                permuted_control: bool = True, cap_quantile: float = 0.95, seed: int = 0) -> list[SAESpec]:
+                permuted_control: bool = True, cap_quantile: float = 0.95, seed: int = 0,
+                normalize_activations: bool = False) -> list[SAESpec]:
     """Every SAE of a layer: paper and `downstream` at every α; the other variants at the largest α only (where
     the outlier problem is worst; standardize also at α = 0, its own baseline); the permuted-γ control of
-    `downstream` at the largest α."""
+    `downstream` at the largest α (its permutation drawn from `seed`). With `normalize_activations`, every
+    non-standardised SAE sees c·x (`activation_scale`); γ's shape is unchanged by a scalar."""
     var = stats["var"]
     specs: list[SAESpec] = []
     names: set[str] = set()
+    norm_scale = (torch.full_like(var, 1 / activation_scale(stats), dtype=torch.float32)
+                  if normalize_activations else None)
 
     def add(variant: str, a: float, of: str = "cap") -> None:
         std = variant == "standardize" or (variant == "permuted" and of == "standardize")
         g = layer_gamma(var, a, variant, cap_quantile, permute_seed=seed + 17, permuted_of=of)
-        spec = SAESpec(variant, float(a), g, stats["mean"] if std else None,
-                       stats["std"].clamp_min(1e-6) if std else None)
+        spec = (SAESpec(variant, float(a), g, stats["mean"], stats["std"].clamp_min(1e-6), standardized=True) if std
+                else SAESpec(variant, float(a), g, None, norm_scale))
         if spec.name not in names:
             names.add(spec.name)
             specs.append(spec)
@@ -222,14 +247,15 @@ def baseline_name(spec_name: str, names: list[str], downstream: str = "cap") -> 
     return "paper/alpha0" if "paper/alpha0" in names else None
 
 
-def fold_standardization(sae: SparseAutoencoder, shift: Tensor, scale: Tensor) -> SparseAutoencoder:
-    """An SAE on raw activations equal to `sae` applied to (x − shift)/scale and mapped back (exact algebra)."""
+def fold_standardization(sae: SparseAutoencoder, shift: Tensor | None, scale: Tensor) -> SparseAutoencoder:
+    """An SAE on raw activations equal to `sae` applied to (x − shift)/scale and mapped back (exact algebra;
+    no shift: a pure rescaling, e.g. activation normalisation)."""
     out = SparseAutoencoder(SAEConfig(**{**sae.cfg.to_dict(), "normalize_decoder": False}), device=sae.W_enc.device)
     with torch.no_grad():
         out.W_enc.copy_(sae.W_enc / scale[None, :])
         out.W_dec.copy_(sae.W_dec * scale[None, :])
         out.b_enc.copy_(sae.b_enc)
-        out.b_dec.copy_(shift + scale * sae.b_dec)
+        out.b_dec.copy_(scale * sae.b_dec + (0 if shift is None else shift))
     return out
 
 
@@ -251,6 +277,8 @@ class LayerTrainConfig:
     """Held-out FVU, decoder cosine to init and dead fraction are recorded at this many points (incl. 0, end)."""
     monitor_contexts: int = 16
     """Held-out contexts used for the FVU recorded during training (the final evaluation uses all)."""
+    unmoved_cos: float = 0.99
+    """A decoder row whose cosine to its initial value is at least this has not moved (`untrained_reason`)."""
 
 
 @dataclass
@@ -262,35 +290,72 @@ class TrainedSAE:
     loss_curve: list[tuple[int, float]]
     monitor: list[dict[str, float]] = field(default_factory=list)
 
-    def diagnostics(self) -> dict[str, float]:
-        """Final monitored values plus the movement summary (loss_ratio = mean of the last 10 % of logged training
-        losses / the first one)."""
+    def diagnostics(self, converge_window: float = 0.25, converge_tol: float = 0.02) -> dict[str, float]:
+        """Final monitored values, the movement summary (loss_ratio = mean of the last 10 % of logged training
+        losses / the first one; objective_ratio = held-out objective at the end / at initialisation) and the
+        convergence test (`held_out_convergence`)."""
         last, first = self.monitor[-1], self.monitor[0]
         losses = [v for _, v in self.loss_curve]
         tail = losses[-max(1, len(losses) // 10):]
-        return {"dec_cos_to_init": last["dec_cos_to_init"], "monitor_fvu_init": first["heldout_fvu"],
-                "monitor_fvu_final": last["heldout_fvu"], "train_dead_frac": last["dead_frac"],
+        rel, converged = held_out_convergence(self.monitor, converge_window, converge_tol)
+        return {"dec_cos_to_init": last["dec_cos_to_init"], "frac_rows_unmoved": last["frac_rows_unmoved"],
+                "monitor_fvu_init": first["heldout_fvu"], "monitor_fvu_final": last["heldout_fvu"],
+                "objective_init": first["heldout_objective"], "objective_final": last["heldout_objective"],
+                "objective_ratio": last["heldout_objective"] / first["heldout_objective"],
+                "objective_gain_last_window": rel, "converged": converged, "train_dead_frac": last["dead_frac"],
                 "loss_ratio": float(np.mean(tail) / losses[0]) if losses and losses[0] > 0 else float("nan")}
 
 
-def untrained_flag(diag: dict[str, float], max_cos: float = 0.9, max_loss_ratio: float = 0.9) -> bool:
-    """An SAE did not move from its initialisation: mean decoder cosine to init ≥ `max_cos` (most decoder
-    directions are still random), or its own (weighted) training loss fell by less than 1 − `max_loss_ratio`.
+def held_out_convergence(monitor: list[dict[str, float]], window: float = 0.25, tol: float = 0.02
+                         ) -> tuple[float, bool]:
+    """The convergence criterion: the held-out objective (the SAE's own Γ-weighted FVU on held-out contexts) fell
+    by less than `tol` (relative) over the last `window` of training tokens. Returns (relative fall, converged)."""
+    steps = [m["step"] for m in monitor]
+    end = steps[-1]
+    ref = max((m for m in monitor if m["step"] <= (1 - window) * end), key=lambda m: m["step"])
+    if ref["step"] == end:
+        return float("nan"), False  # no monitor point inside the window: convergence cannot be judged
+    a, b = ref["heldout_objective"], monitor[-1]["heldout_objective"]
+    rel = (a - b) / a if a > 0 else float("nan")
+    return float(rel), bool(rel < tol)
 
-    Held-out FVU is deliberately not part of the test: a weighted SAE that trained on its objective but
-    reconstructs the unweighted activations worse is a finding about weighting, not an untrained SAE.
+
+def untrained_reason(diag: dict[str, float], max_objective_ratio: float = 0.9, max_unmoved_frac: float = 0.5) -> str:
+    """Why an SAE did not learn ('' when it did): its held-out objective (its own Γ-weighted FVU) is not below
+    `max_objective_ratio` × its initialisation's, or more than `max_unmoved_frac` of its decoder rows are still
+    where they started (cosine to init ≥ the monitor's `unmoved_cos`).
+
+    The unweighted held-out FVU is deliberately not the test: a weighted SAE that learnt its objective but
+    reconstructs the unweighted activations worse than its initialisation trained, and is a fidelity finding
+    (it is reported, and the fidelity verdict sees it), not an SAE to leave out.
     """
-    return bool(diag["dec_cos_to_init"] >= max_cos or diag["loss_ratio"] > max_loss_ratio)
+    why = []
+    if not diag["objective_ratio"] < max_objective_ratio:
+        why.append(f"held-out objective {diag['objective_final']:.3g} not below {max_objective_ratio:g} × its "
+                   f"initialisation's {diag['objective_init']:.3g}")
+    if diag["frac_rows_unmoved"] > max_unmoved_frac:
+        why.append(f"{diag['frac_rows_unmoved']:.0%} of decoder rows unmoved (> {max_unmoved_frac:.0%})")
+    return "; ".join(why)
 
 
-def _monitor_fvu(sae: SparseAutoencoder, spec: SAESpec, xs: list[Tensor]) -> float:
+def untrained_flag(diag: dict[str, float], max_objective_ratio: float = 0.9, max_unmoved_frac: float = 0.5) -> bool:
+    """`untrained_reason` is not empty: the SAE never enters a verdict."""
+    return bool(untrained_reason(diag, max_objective_ratio, max_unmoved_frac))
+
+
+def _monitor_fvus(sae: SparseAutoencoder, spec: SAESpec, xs: list[Tensor], gamma_inside_norm: bool
+                  ) -> tuple[float, float]:
+    """(unweighted FVU in raw space, the SAE's own objective: Γ-weighted FVU in its input space) on `xs`."""
     from wsae_utils.core.metrics import FVUAccumulator
 
-    acc = FVUAccumulator()
+    raw, own = FVUAccumulator(), FVUAccumulator(error_weights(spec.gamma, gamma_inside_norm))
     with torch.no_grad():
         for x in xs:
-            acc.update(x, spec.to_raw(sae(spec.to_input(x)).x_hat))
-    return acc.compute()
+            x_in = spec.to_input(x)
+            x_hat = sae(x_in).x_hat
+            raw.update(x, spec.to_raw(x_hat))
+            own.update(x_in, x_hat)
+    return raw.compute(), own.compute()
 
 
 def train_layer_saes(acts_dir: str | Path, layer: int, specs: list[SAESpec], stats: dict[str, Tensor],
@@ -298,7 +363,7 @@ def train_layer_saes(acts_dir: str | Path, layer: int, specs: list[SAESpec], sta
     """Train every spec of one layer from the same cached batches; all start from the same seeded init.
 
     b_dec starts at the training mean (in each SAE's input space). Held-out monitoring uses the first
-    `monitor_contexts` held-out contexts. Returned SAEs act on raw activations (standardisation folded in).
+    `monitor_contexts` held-out contexts. Returned SAEs act on raw activations (input transform folded in).
     """
     device = torch.device(device)
     batches = CachedBatches(acts_dir, layer, cfg.train.batch_size, cfg.train.seed, cfg.shuffle_shards)
@@ -324,16 +389,16 @@ def train_layer_saes(acts_dir: str | Path, layer: int, specs: list[SAESpec], sta
 
     def record(step: int) -> None:
         for name, tr in trainers.items():
-            W = tr.sae.W_dec.detach()
-            cos = torch.nn.functional.cosine_similarity(W, inits[name], dim=1).mean()
+            cos = torch.nn.functional.cosine_similarity(tr.sae.W_dec.detach(), inits[name], dim=1)
+            fvu, own = _monitor_fvus(tr.sae, by_name[name], mon_x, tcfg.gamma_inside_norm)
             monitors[name].append({
-                "step": step, "heldout_fvu": _monitor_fvu(tr.sae, by_name[name], mon_x),
-                "dec_cos_to_init": float(cos),
+                "step": step, "tokens": step * tcfg.batch_size, "heldout_fvu": fvu, "heldout_objective": own,
+                "dec_cos_to_init": float(cos.mean()), "frac_rows_unmoved": float((cos >= cfg.unmoved_cos).float().mean()),
                 "dead_frac": float(tr.dead_mask().float().mean()) if step > 0 else float("nan"),
             })
 
     record(0)
-    for step in progress(range(steps), desc=f"layer {layer}: {len(specs)} SAEs"):
+    for step in progress(range(steps), desc=f"layer {layer} seed {cfg.train.seed}: {len(specs)} SAEs"):
         x = batches.batch(step).to(device)
         for spec in specs:
             trainers[spec.name].step(spec.to_input(x))
@@ -342,15 +407,16 @@ def train_layer_saes(acts_dir: str | Path, layer: int, specs: list[SAESpec], sta
     out = {}
     for spec in specs:
         sae = trainers[spec.name].sae
-        if spec.shift is not None:
-            sae = fold_standardization(sae, spec.shift.to(device), spec.scale.to(device))
+        if spec.scale is not None:
+            sae = fold_standardization(sae, None if spec.shift is None else spec.shift.to(device),
+                                       spec.scale.to(device))
         out[spec.name] = TrainedSAE(spec, sae, list(trainers[spec.name].state.loss_curve), monitors[spec.name])
     return out
 
 
 def spec_to_dict(spec: SAESpec) -> dict[str, Any]:
     """JSON-able description of a spec (no tensors)."""
-    return {"variant": spec.variant, "alpha": spec.alpha, "standardized": spec.shift is not None}
+    return {"variant": spec.variant, "alpha": spec.alpha, "standardized": spec.standardized}
 
 
 def config_dict(cfg: LayerTrainConfig) -> dict[str, Any]:
