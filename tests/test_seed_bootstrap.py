@@ -1,9 +1,14 @@
-"""CIs over held-out contexts × SAE seeds: the seed-cluster helpers of core.stats and the LM fidelity cells."""
+"""CIs over examples × SAE seeds: the seed-cluster helpers of core.stats, the LM fidelity cells, Table 1."""
+
+from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+from wsae_utils.autointerp import latent_pages as LP
+from wsae_utils.autointerp import scoring as A
 from wsae_utils.core.stats import cluster_diff_draws, cluster_mean_draws
 from wsae_utils.lm import fidelity as E
 
@@ -102,3 +107,38 @@ def test_cell_ci_covers_seed_spread_and_narrows_with_more_seeds():
     w12, _ = width(12)
     assert w3 > 3 * ctx_only  # the seeds' spread is in the cell CI, not in a seed's context-only CI
     assert w12 < 0.75 * w3
+
+
+def _latent_scores(seeds_by_alpha: dict[float, list[int]], shift: float = 0.0, n: int = 30) -> pd.DataFrame:
+    """Per-latent scores of one layer: a large seed effect shared by every α of a seed, α adds `shift`."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for a, seeds in seeds_by_alpha.items():
+        for s in seeds:
+            for j, v in enumerate(0.5 + 0.2 * s + shift * a + 0.05 * rng.normal(size=n)):
+                rows.append({"layer": 3, "alpha": a, "seed": s, "latent": j, "score": v})
+    return pd.DataFrame(rows)
+
+
+def test_table1_with_one_seed_is_the_latent_bootstrap_and_pairs_seeds_otherwise():
+    one = _latent_scores({0.0: [0], 1.0: [0]}, shift=0.1)
+    piv_a, gains_a = A.table1(one, 300, 0)
+    piv_b, gains_b = A.table1(one.drop(columns="seed"), 300, 0)
+    pd.testing.assert_frame_equal(piv_a, piv_b)
+    pd.testing.assert_frame_equal(gains_a, gains_b)
+    paired = _latent_scores({0.0: [0, 1, 2], 1.0: [0, 1, 2]}, shift=0.1)
+    piv, gains = A.table1(paired, 300, 0)
+    assert piv.loc[3, 1.0] == pytest.approx(paired[paired.alpha == 1].groupby("seed").score.mean().mean())
+    g = gains.set_index("layer").loc[3]
+    assert g.n_seeds == 3 and g.paired_by_seed and g.gain == pytest.approx(0.1, abs=0.03)
+    assert g.ci_lo > 0.05 and g.ci_hi < 0.15  # the shared seed effect cancels
+    _, gains = A.table1(_latent_scores({0.0: [0, 1], 1.0: [0, 1, 2]}, shift=0.1), 300, 0)
+    g = gains.set_index("layer").loc[3]
+    assert not g.paired_by_seed and g.n_seeds == 2 and g.ci_hi - g.ci_lo > 0.15  # unpaired: the seed spread stays
+
+
+def test_rating_session_keeps_to_the_first_seed():
+    saes = {"paper/alpha0": {"main": True, "alpha": 0.0}, "cap/alpha1": {"main": True, "alpha": 1.0},
+            "paper/alpha0@seed1": {"main": True, "alpha": 0.0}, "cap/alpha1@seed1": {"main": True, "alpha": 1.0},
+            "random": {"main": False, "alpha": None}}
+    assert LP.rating_saes(SimpleNamespace(saes=saes)) == ["paper/alpha0", "cap/alpha1", "random"]
