@@ -167,6 +167,8 @@ claims = [claim(
     numbers=f"paper Γ: {paper['numbers']}. Other variants: {others}. Permuted-γ control: {perm_txt}. "
             f"{n_untrained} cell(s) flagged untrained or not converged in some seed. {seeds_note}",
     verdict=paper["verdict"],
+    decidable=(f"{paper['usable'] - paper['few_seeds']} of {paper['usable']} usable paper-Γ (layer, α) rows have "
+               f"≥ {min_seeds} SAE seeds (decidable); {paper['few_seeds']} have fewer (not decidable here)"),
     key_number=key_number,
     paper="reconstruction comparable to the plain SAE (Δ ≈ 0; no number)",
     effect={"name": "Δ CE recovered, WSAE (paper Γ) − SAE", "points": fid_points, "paper": 0.0,

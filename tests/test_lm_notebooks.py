@@ -94,3 +94,4 @@ def test_lm_summary_decides_only_with_enough_seeds(run):
     c = m["claims"][0]
     assert c["verdict"] == "reproduced" and "3 seeds, paired" in c["key_number"]
     assert "does not cover SAE seeds" in c["numbers"] and "min_seeds = 3" in c["numbers"]
+    assert c["decidable"].startswith("1 of 1 usable paper-Γ")
