@@ -7,7 +7,10 @@
 # gives every latent's sparse activations. `n_latents` latents are then sampled (seeded, the same procedure for
 # every SAE) among those active in at least `min_windows` windows; each gets explanation windows across
 # activation quantiles and disjoint activating + silent test windows (protocol of `autointerp_checks`, stored
-# with the records). Every latent is scored by every offline proxy, also with a **shuffled explanation**
+# with the records). `lm_train` trains every SAE for several SAE seeds; only those of `sae_seeds` are scored here
+# (the proxies are costly and never decide a claim). The first of them keeps the SAE's name (`cap/alpha1`); with
+# more than one, the others are keyed `cap/alpha1@seed1` and so on, and every row carries its `seed` (−1 for the
+# random-weight SAE). Every latent is scored by every offline proxy, also with a **shuffled explanation**
 # (another latent's), and, when `backend` is an LLM, by the LLM explainer and its detection / fuzzing
 # judgements (`wsae_utils.autointerp.llm_judge`): answers asked for as JSON, constrained by the server where it
 # allows it, an unreadable answer asked again at most `parse_retries` times and otherwise counted as unjudged
@@ -28,6 +31,7 @@ checks_dir = "results/autointerp/checks"
 train_rows = "results/lm/train/layer4/rows.csv"
 sae_root = "results/lm/saes"
 extra_saes = ["paper/alpha1"]
+sae_seeds = [0]
 n_latents = 100
 min_windows = 60
 random_sae_seed = 1234
@@ -124,19 +128,27 @@ lexical_cfg = P.ExplainerConfig(**{**protocol["lexical"], "families": tuple(prot
 context_cfg = P.ExplainerConfig(**{**protocol["context"], "families": tuple(protocol["context"]["families"])})
 
 trained = pd.read_csv(train_rows)
+if "seed" not in trained:
+    trained["seed"] = 0  # a rows.csv from before several SAE seeds: its one seed
 root = Path(sae_root).resolve()
 trained["main"] = [Path(d).resolve().is_relative_to(root) for d in trained["dir"]]
-chosen = trained[trained.main | trained.sae.isin(extra_saes)].copy()
+chosen = trained[(trained.main | trained.sae.isin(extra_saes)) & trained.seed.isin(sae_seeds)].copy()
+# The first chosen seed's SAEs first (the browser's anchor is the first plain SAE), then the others in order.
+chosen = chosen.assign(order=chosen.seed.map(list(sae_seeds).index)).sort_values("order", kind="stable")
 missing = sorted(set(extra_saes) - set(trained.sae))
 if missing:
     display(Markdown(f"Extra SAEs not trained in this run (skipped): {', '.join(missing)}."))
+if no_seed := sorted(set(sae_seeds) - set(trained.seed)):
+    display(Markdown(f"SAE seeds not trained in this run (skipped): {', '.join(map(str, no_seed))}."))
 saes, info = {}, {}
 for r in chosen.itertuples():
     sae, side = load_sae(r.dir, dev)
     w = side.get("wsae", {})
-    saes[r.sae] = sae.eval()
-    info[r.sae] = {"alpha": float(w.get("alpha", r.alpha)), "variant": w.get("variant", r.variant),
-                   "untrained": bool(w.get("untrained", r.untrained)), "dir": r.dir, "main": bool(r.main)}
+    key = r.sae if int(r.seed) == sae_seeds[0] else f"{r.sae}@seed{int(r.seed)}"
+    saes[key] = sae.eval()
+    info[key] = {"alpha": float(w.get("alpha", r.alpha)), "variant": w.get("variant", r.variant),
+                 "untrained": bool(w.get("untrained", r.untrained)), "dir": r.dir, "main": bool(r.main),
+                 "seed": int(r.seed)}
 first = next(iter(saes.values()))
 display(pd.DataFrame([{"sae": n, **i} for n, i in info.items()]))
 
@@ -150,7 +162,8 @@ display(pd.DataFrame([{"sae": n, **i} for n, i in info.items()]))
 # %%
 t0 = time.time()
 n_ctx, ctx_len = tokens.shape
-info["random"] = {"alpha": float("nan"), "variant": "random", "untrained": True, "dir": "", "main": False}
+info["random"] = {"alpha": float("nan"), "variant": "random", "untrained": True, "dir": "", "main": False,
+                  "seed": -1}
 base_fp = A.fingerprint(Path(acts_dir) / "meta.json", protocol, asdict(record_cfg))
 fps = {n: A.fingerprint(Path(info[n]["dir"]) / "sae_weights.safetensors", base_fp) for n in saes}
 fps["random"] = A.fingerprint(Path(next(iter(info.values()))["dir"]) / "cfg.json", base_fp, random_sae_seed)
@@ -204,7 +217,8 @@ if not browse_ok:
         "random": rand.W_dec.detach().float().cpu().numpy()}
     full = {n: A.topk_to_sparse(idx, val, first.cfg.n_latents) for n, (idx, val) in topk.items()}
     anchor = next((n for n in saes if info[n]["main"] and info[n]["alpha"] == 0), None)
-    compare = [n for n in saes if info[n]["main"] and n != anchor] + ["random"]
+    # side by side: the anchor's seed only (another seed's SAE is a different dictionary, not a different α)
+    compare = [n for n in saes if info[n]["main"] and n != anchor and info[n]["seed"] == sae_seeds[0]] + ["random"]
     browse = LP.build_browse(full, {n: r.acts.latents for n, r in records.items()}, dec,
                              {n: {k: v for k, v in info[n].items() if k != "dir"} | {"n_latents": first.cfg.n_latents}
                               for n in records}, windows, anchor, compare, w_u, n_logit_tokens,
@@ -321,7 +335,8 @@ for name in records:
             continue
         be = mine.backend.iloc[0]
         summary.append({"layer": layer, "alpha": info[name]["alpha"], "gamma_variant": info[name]["variant"],
-                        "sae": name, "main": info[name]["main"], "untrained": info[name]["untrained"],
+                        "sae": name, "seed": info[name]["seed"], "main": info[name]["main"],
+                        "untrained": info[name]["untrained"],
                         "scorer": p, "backend": be, "model": model_of.get(be, be), **s[0]})
 table = pd.DataFrame(summary).drop(columns=["proxy"])
 write_table(table, out / "rows.csv")

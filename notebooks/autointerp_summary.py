@@ -66,11 +66,14 @@ checks = read_metrics(Path(checks_dir) / "metrics.json")
 rows = pd.concat([pd.read_csv(Path(d) / "rows.csv") for d in layer_dirs], ignore_index=True)
 scores = pd.concat([pd.read_csv(Path(d) / "scores.csv").assign(
     layer=read_metrics(Path(d) / "metrics.json")["layer"]) for d in layer_dirs], ignore_index=True)
+# SAE seed of each scored SAE (layer rows from before several seeds have none: one seed)
+seed_col = ["seed"] if "seed" in rows else []
 meta = rows.drop_duplicates(["layer", "sae"]).set_index(["layer", "sae"])[["alpha", "gamma_variant", "main",
-                                                                          "untrained"]]
+                                                                          "untrained", *seed_col]]
 scores = scores.join(meta, on=["layer", "sae"])
-cols = ["layer", "alpha", "gamma_variant", "sae", "main", "untrained", "scorer", "backend", "model", "n_latents",
-        "mean", "ci_lo", "ci_hi", "shuffled_mean", "random_sae_mean", "margin", "margin_lo", "margin_hi", "chance"]
+cols = ["layer", "alpha", "gamma_variant", "sae", *seed_col, "main", "untrained", "scorer", "backend", "model",
+        "n_latents", "mean", "ci_lo", "ci_hi", "shuffled_mean", "random_sae_mean", "margin", "margin_lo", "margin_hi",
+        "chance"]
 write_table(rows[cols], table)
 display(Markdown(f"{len(rows)} rows from {len(layer_dirs)} layer(s) → `{table}`; backends: "
                  f"{', '.join(sorted(rows.backend.unique()))}."))
@@ -128,13 +131,15 @@ else:
 # Main SAEs only (the plain SAE and the weighted SAEs of the downstream Γ variant); untrained-flagged SAEs are
 # marked. Gains: mean(α) − mean(α = 0), 95 % bootstrap CI (latents resampled within each SAE; the mean row
 # averages the per-layer gains), from usable cells only: a cell with too few latents or too few readable
-# judgements shows why instead of a number.
+# judgements shows why instead of a number. Where `autointerp_layer` scored several SAE seeds (`sae_seeds`), a
+# cell is the mean over its seeds and a gain's CI also resamples the seeds, paired by seed
+# (`scoring.table1`); with one seed it is the latents-only bootstrap.
 
 # %%
 def llm_scores(s: pd.DataFrame, backend: str, kind: str = "") -> pd.DataFrame:
     """Per latent: the mean of its LLM detection and fuzzing scores (delphi's two scorers); kind '-auc': their AUCs."""
     b = s[(s.backend == backend) & s.proxy.isin([f"llm-detection{kind}", f"llm-fuzzing{kind}"])]
-    return b.groupby(["layer", "alpha", "sae", "latent"], as_index=False).score.mean()
+    return b.groupby(["layer", "alpha", "sae", *seed_col, "latent"], as_index=False).score.mean()
 
 
 def cell_status(be: str, layer_: object, a: float, n: int) -> str:

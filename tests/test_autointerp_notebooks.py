@@ -41,15 +41,17 @@ def cache(tmp_path_factory):
             "splits": {"heldout": {"documents": ["synthetic"], "n_contexts": N_CTX, "shards": shards}}}
     write_meta(acts, meta)  # with the integrity record every cache reader checks
     rows = []
-    for a in (0.0, 1.0):
-        sae = SparseAutoencoder(SAEConfig(d_in=D, n_latents=32, activation="topk", k=4), seed=int(a))
-        with torch.no_grad():
-            sae.W_enc.copy_(torch.from_numpy(emb[40:72] / np.linalg.norm(emb[40:72], axis=1, keepdims=True)))
-        d = root / "saes" / f"layer{LAYER}" / f"alpha{a:g}"
-        save_sae(sae, d, alpha=a, model_name="x", hook_name="h", context_size=CTX,
-                 extra={"layer": LAYER, "variant": "paper" if a == 0 else "cap", "untrained": False})
-        rows.append({"sae": f"{'paper' if a == 0 else 'cap'}/alpha{a:g}", "variant": "paper" if a == 0 else "cap",
-                     "alpha": a, "untrained": False, "dir": str(d)})
+    for seed in (0, 1):  # lm_train trains every SAE per SAE seed; autointerp_layer scores those of `sae_seeds`
+        for a in (0.0, 1.0):
+            sae = SparseAutoencoder(SAEConfig(d_in=D, n_latents=32, activation="topk", k=4), seed=int(a) + 10 * seed)
+            with torch.no_grad():
+                enc = emb[40 + 8 * seed:72 + 8 * seed]
+                sae.W_enc.copy_(torch.from_numpy(enc / np.linalg.norm(enc, axis=1, keepdims=True)))
+            d = root / "saes" / f"layer{LAYER}" / (f"alpha{a:g}" if seed == 0 else f"seed{seed}_alpha{a:g}")
+            save_sae(sae, d, alpha=a, model_name="x", hook_name="h", context_size=CTX,
+                     extra={"layer": LAYER, "variant": "paper" if a == 0 else "cap", "untrained": False})
+            rows.append({"sae": f"{'paper' if a == 0 else 'cap'}/alpha{a:g}", "seed": seed,
+                         "variant": "paper" if a == 0 else "cap", "alpha": a, "untrained": False, "dir": str(d)})
     pd.DataFrame(rows).to_csv(root / "train_rows.csv", index=False)
     return root
 
@@ -107,6 +109,21 @@ def test_offline_pipeline_builds_table_and_verdict(cache):
     assert t1[t1.backend == "human"].scorer.tolist() == ["no human ratings yet"]
     report = (summary / "report.ipynb").read_text()
     assert "no human ratings yet" in report and "../pages/index.html" in report
+    assert set(t[t.sae != "random"].seed) == {0} and set(t[t.sae == "random"].seed) == {-1}
+    # Two SAE seeds scored: the second seed's SAEs keyed name@seed1, and Table 1 averages the seeds of a cell.
+    two = cache / "out" / "two_seeds"
+    _run("autointerp_layer", two / "layer", {
+        "acts_dir": str(cache / "acts"), "checks_dir": str(checks), "layer": LAYER,
+        "train_rows": str(cache / "train_rows.csv"), "sae_root": str(cache / "saes"), "n_latents": 6,
+        "min_windows": 4, "extra_saes": [], "sae_seeds": [0, 1]})
+    rows2 = pd.read_csv(two / "layer" / "rows.csv")
+    assert set(zip(rows2.sae, rows2.seed, strict=True)) == {("paper/alpha0", 0), ("cap/alpha1", 0), ("random", -1),
+                                                           ("paper/alpha0@seed1", 1), ("cap/alpha1@seed1", 1)}
+    _run("autointerp_summary", two / "summary", {"checks_dir": str(checks), "layer_dirs": [str(two / "layer")],
+                                                 "table": str(two / "autointerp.csv"), "n_boot": 200,
+                                                 "table1_csv": str(two / "t1.csv"), "min_latents": 2})
+    t1 = pd.read_csv(two / "t1.csv")
+    assert {"seed"} <= set(pd.read_csv(two / "autointerp.csv").columns) and len(t1)
 
 def test_unreachable_llm_server_fails_fast_without_table(cache):
     with socket.socket() as s:

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from wsae_utils.lm.fidelity import ce_recovered_call, fidelity_verdict
+from wsae_utils.lm.fidelity import ce_recovered_call, fidelity_verdict, seeded_ce_call
 from wsae_utils.toy.checks import MIN_SEEDS, necessity_verdict
 from wsae_utils.vision.saes import ncl_verdict
 
@@ -22,6 +22,30 @@ def test_ce_recovered_call(lo, hi, call):
     (["comparable", "undecided"], "not decidable here"),
 ])
 def test_fidelity_verdict(calls, verdict):
+    assert fidelity_verdict(calls) == verdict
+
+
+@pytest.mark.parametrize("lo,hi,n_seeds,call", [
+    (-0.01, 0.02, 3, "comparable"), (-0.09, -0.06, 3, "not comparable"), (-0.07, -0.01, 3, "undecided"),
+    (-0.01, 0.02, 5, "comparable"),
+    (-0.01, 0.02, 2, "not decidable here"),  # too few seeds, whatever the CI says
+    (-0.09, -0.06, 1, "not decidable here"),
+])
+def test_seeded_ce_call(lo, hi, n_seeds, call):
+    got, why = seeded_ce_call(lo, hi, 0.05, n_seeds, min_seeds=3)
+    assert got == call
+    if n_seeds < 3:
+        assert "does not cover SAE seeds" in why and f"{n_seeds} SAE seed" in why
+    else:
+        assert f"{n_seeds} SAE seeds" in why
+
+
+@pytest.mark.parametrize("calls,verdict", [
+    (["not decidable here", "not decidable here"], "not decidable here"),  # every cell has too few seeds
+    (["comparable", "not decidable here"], "not decidable here"),
+    (["not comparable", "not decidable here"], "not reproduced"),  # a decided failing row still fails the claim
+])
+def test_fidelity_verdict_with_too_few_seeds(calls, verdict):
     assert fidelity_verdict(calls) == verdict
 
 

@@ -137,5 +137,9 @@ if section_enabled("lm"):
         )
     REPORTS.append(("Language model", "Summary: α effect per Γ variant (lm-fidelity)", "results/lm/summary/report.html"))
     TABLES.append(
-        ("LM SAEs per (layer, Γ variant, α): held-out metrics with 95 % CIs", "results/tables/lm_sae.csv")
+        (
+            "LM SAEs per (layer, Γ variant, α): held-out metrics with 95 % CIs, per cell over SAE seeds and per seed "
+            "(column level)",
+            "results/tables/lm_sae.csv",
+        )
     )

@@ -395,8 +395,9 @@ class RateConfig:
 
 
 def rating_saes(b: Browse) -> list[str]:
-    """The SAEs a blind session compares: the plain SAE (α = 0), the largest-α main SAE, the random-weight SAE."""
-    main = {n: i for n, i in b.saes.items() if i.get("main") and n != "random"}
+    """The SAEs a blind session compares: the plain SAE (α = 0), the largest-α main SAE, the random-weight SAE
+    (of the first scored SAE seed: the others, keyed `name@seedS`, would only repeat the comparison)."""
+    main = {n: i for n, i in b.saes.items() if i.get("main") and n != "random" and "@seed" not in n}
     out = [n for n, i in main.items() if i.get("alpha") == 0]
     rest = sorted((n for n, i in main.items() if i.get("alpha") not in (0, None)), key=lambda n: main[n]["alpha"])
     out += rest[-1:]

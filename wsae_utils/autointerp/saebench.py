@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..core.stats import cluster_mean_draws
 from ..core.stats import percentile_interval as interval  # noqa: F401 (re-exported: the one percentile rule)
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -660,18 +661,9 @@ def bootstrap_draws(contrib: np.ndarray, group: np.ndarray, n_boot: int = 2000, 
     idx = _strata_index(group, n_boot, rng)
     if b is not None and paired_seeds and b.shape == a.shape:
         a, b = a - b, None
-    sums_a = np.take(a, idx, axis=1).sum(-1)  # [S, n_boot]
-
-    def seed_mean(sums: np.ndarray) -> np.ndarray:
-        s = sums.shape[0]
-        if s == 1:
-            return sums[0]
-        pick = rng.integers(0, s, (n_boot, s))
-        return sums[pick, np.arange(n_boot)[:, None]].mean(1)
-
-    out = seed_mean(sums_a)
+    out = cluster_mean_draws(np.take(a, idx, axis=1).sum(-1), rng)  # sums [S, n_boot], seeds as clusters
     if b is not None:
-        out = out - seed_mean(np.take(b, idx, axis=1).sum(-1))
+        out = out - cluster_mean_draws(np.take(b, idx, axis=1).sum(-1), rng)
     return out
 
 

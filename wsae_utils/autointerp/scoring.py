@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from safetensors.numpy import load_file, save_file
 
+from wsae_utils.core.stats import cluster_diff_draws
 from wsae_utils.paths import atomic_write_text
 
 # ---------------------------------------------------------------------------------------------------------
@@ -425,12 +426,15 @@ def window_texts(tokens: np.ndarray, windows: Windows, token_str: Callable[[int]
 
 
 def table1(scores: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Table 1 from per-latent scores (columns layer, alpha, score) of one scorer.
+    """Table 1 from per-latent scores (columns layer, alpha, score, optionally seed) of one scorer.
 
     Returns (pivot: layers × α of mean scores plus a 'mean' row over layers; gains: per layer and for the mean
-    over layers, mean(α) − mean(α = 0) with a 95 % bootstrap CI, latents resampled within each SAE).
+    over layers, mean(α) − mean(α = 0) with a 95 % bootstrap CI, latents resampled within each SAE). With several
+    SAE seeds in a cell (a `seed` column), see `_table1_seeds`.
     """
     s = scores.dropna(subset=["score"])
+    if "seed" in s and len(s) and s.groupby(["layer", "alpha"]).seed.nunique().max() > 1:
+        return _table1_seeds(s, n_boot, seed)
     piv = s.groupby(["layer", "alpha"]).score.mean().unstack("alpha")
     piv.loc["mean"] = piv.mean(0)
     rng = np.random.default_rng(seed)
@@ -455,6 +459,50 @@ def table1(scores: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> tuple[pd.
             gains.append({"layer": "mean", "alpha": a, "gain": point, "ci_lo": float(np.quantile(m, 0.025)),
                           "ci_hi": float(np.quantile(m, 0.975))})
     return piv, pd.DataFrame(gains, columns=["layer", "alpha", "gain", "ci_lo", "ci_hi"])
+
+
+def _table1_seeds(s: pd.DataFrame, n_boot: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`table1` over several SAE seeds: a cell is the mean over its seeds of each seed's mean score; a gain's CI
+    resamples latents within each SAE and, in each resample, the seeds as clusters, paired by seed (α and α = 0 of
+    one seed share init and batches) when both cells hold the same seeds, else independently. Seeds with fewer
+    than 2 scored latents are left out; gains carry n_seeds (of the thinner side) and paired_by_seed."""
+    per_seed = s.groupby(["layer", "alpha", "seed"]).score.mean()
+    piv = per_seed.groupby(["layer", "alpha"]).mean().unstack("alpha")
+    piv.loc["mean"] = piv.mean(0)
+    rng = np.random.default_rng(seed)
+    layers = sorted(s.layer.unique())
+    alphas = sorted(a for a in s.alpha.unique() if a != 0)
+
+    def draws(layer: object, a: float) -> tuple[dict[int, np.ndarray], dict[int, float]]:
+        out, means = {}, {}
+        for sd, g in s[(s.layer == layer) & (s.alpha == a)].groupby("seed"):
+            x = g.score.to_numpy(float)
+            if len(x) >= 2:
+                out[int(sd)] = x[rng.integers(0, len(x), (n_boot, len(x)))].mean(1)
+                means[int(sd)] = float(x.mean())
+        return out, means
+
+    gains = []
+    for a in alphas:
+        boots = []
+        for layer in layers:
+            (dx, mx), (dy, my) = draws(layer, a), draws(layer, 0)
+            if not dx or not dy:
+                continue
+            b, paired = cluster_diff_draws(dx, dy, int(rng.integers(2**31)))
+            boots.append(b)
+            gain = float(np.mean(list(mx.values())) - np.mean(list(my.values())))
+            gains.append({"layer": layer, "alpha": a, "gain": gain,
+                          "ci_lo": float(np.quantile(b, 0.025)), "ci_hi": float(np.quantile(b, 0.975)),
+                          "n_seeds": min(len(dx), len(dy)), "paired_by_seed": paired})
+        if boots:
+            m = np.mean(boots, 0)
+            mine = [g for g in gains if g["alpha"] == a]
+            gains.append({"layer": "mean", "alpha": a, "gain": float(np.mean([g["gain"] for g in mine])),
+                          "ci_lo": float(np.quantile(m, 0.025)), "ci_hi": float(np.quantile(m, 0.975)),
+                          "n_seeds": min(g["n_seeds"] for g in mine),
+                          "paired_by_seed": all(g["paired_by_seed"] for g in mine)})
+    return piv, pd.DataFrame(gains, columns=["layer", "alpha", "gain", "ci_lo", "ci_hi", "n_seeds", "paired_by_seed"])
 
 
 def table1_verdict(backend: str, model: str, ci_lo: float, ci_hi: float, paper_gain: float) -> tuple[str, str]:

@@ -1,5 +1,5 @@
 """Confidence intervals, one home for every experiment: Student-t over seeds or replicates, percentile bootstrap
-over latents or contexts.
+over latents or contexts, and SAE seeds resampled as clusters on top of a bootstrap over examples.
 
 One NaN rule everywhere: non-finite values are dropped before an interval is formed, and every interval reports
 `n`, the number of values it used, so a reader sees when some were dropped. Too few values give NaN bounds
@@ -9,7 +9,7 @@ One NaN rule everywhere: non-finite values are dropped before an interval is for
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -87,3 +87,34 @@ def bootstrap_diff_ci(a: Iterable[float], b: Iterable[float], n_boot: int = 2000
     d = x[rng.integers(0, len(x), (n_boot, len(x)))].mean(1) - y[rng.integers(0, len(y), (n_boot, len(y)))].mean(1)
     lo, hi = percentile_interval(d, level)
     return float(x.mean() - y.mean()), lo, hi
+
+
+def cluster_mean_draws(draws: np.ndarray, rng: np.random.Generator | int = 0) -> np.ndarray:
+    """[S, B] bootstrap draws per cluster (e.g. per SAE seed, examples resampled) → [B] draws of the cluster mean,
+    the S clusters resampled with replacement in every draw (two-level bootstrap); draws[0] as is when S == 1.
+
+    An int `rng` seeds the cluster picks, so every call with the same (S, B, seed) draws the same clusters: pass one
+    seed for every cell of a table to resample seeds the same way for all of them (as their contexts are).
+    """
+    d = np.atleast_2d(np.asarray(draws, float))
+    s, n_boot = d.shape
+    if s == 1:
+        return d[0]
+    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    pick = gen.integers(0, s, (n_boot, s))
+    return d[pick, np.arange(n_boot)[:, None]].mean(1)
+
+
+def cluster_diff_draws(a: Mapping[int, np.ndarray], b: Mapping[int, np.ndarray],
+                       seed: int = 0) -> tuple[np.ndarray, bool]:
+    """(draws, paired) of mean-over-clusters(a) − mean-over-clusters(b), each side {cluster id: [B] draws}.
+
+    Paired when both sides hold the same cluster ids (e.g. SAE seeds sharing init and batch order): per-cluster
+    differences, clusters resampled jointly. Otherwise unpaired: each side's clusters resampled independently.
+    The draws of both sides must come from the same example resamples (row b of every array = resample b).
+    """
+    ka, kb = sorted(a), sorted(b)
+    if ka == kb:
+        return cluster_mean_draws(np.stack([a[k] - b[k] for k in ka]), seed), True
+    return (cluster_mean_draws(np.stack([a[k] for k in ka]), seed)
+            - cluster_mean_draws(np.stack([b[k] for k in kb]), seed + 1)), False

@@ -4,7 +4,9 @@ One pass over a layer's cached held-out activations gives, per context, the sums
 without outlier dimensions and per dimension, L0, which latents fired) for every SAE of the layer; CE and KL
 splice each SAE into the LM on a seeded subset of contexts, running only the blocks after the layer from the
 cached residual. Metrics and their 95 % bootstrap CIs (and paired α − 0 differences) are ratios of resampled
-sums, so every CI resamples whole contexts. `FaithfulnessRule` is the one faithfulness rule of every LM report.
+sums, so every CI resamples whole contexts; over several SAE seeds (`seed_layer_metrics`), the seeds are resampled
+as clusters on top, paired by seed where both sides share them. `FaithfulnessRule` is the one faithfulness rule of
+every LM report; `seeded_ce_call` and `fidelity_verdict` decide the lm-fidelity claim.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from wsae_utils.core.sae import SparseAutoencoder
-from wsae_utils.core.stats import percentile_interval
+from wsae_utils.core.stats import cluster_diff_draws, cluster_mean_draws, percentile_interval
 from wsae_utils.lm.cache import iter_activations, load_tokens, read_meta
 from wsae_utils.runlog import progress
 
@@ -172,14 +175,25 @@ def _fvu_from(w: Tensor, sse: Tensor, pc: PerContext, dims: Tensor) -> Tensor:
     return (w @ sse[:, dims]).sum(-1) / tv
 
 
-def layer_metrics(pc: PerContext, var: Tensor, n_outlier_dims: int = 5, n_boot: int = 1000, seed: int = 0,
-                  comparisons: list[tuple[str, str | None]] | None = None) -> list[dict[str, Any]]:
-    """Long table rows (sae, metric, value, ci_lo, ci_hi, kind) with 95 % bootstrap CIs over contexts.
+def sae_key(name: str, seed: int) -> str:
+    """The evaluation key of one trained SAE: its name `variant/alphaX` and its SAE seed (`paper/alpha1@seed2`)."""
+    return f"{name}@seed{int(seed)}"
 
-    Metrics: fvu, fvu_excl_outliers (top `n_outlier_dims` training-variance dims left out), l0, dead_frac
-    (never fired in the window; no CI, see below), ce_recovered, kl (nats/token), ce_sae; kind 'diff' rows are
-    paired differences name − base for each (name, base) of `comparisons`, resampled with the same contexts.
-    """
+
+_NO_CI = (float("nan"), float("nan"))
+
+
+def _ci(metric: str, draws: np.ndarray) -> tuple[float, float]:
+    """95 % percentile interval of a metric's draws; none for the dead fraction."""
+    # "Never fired in the window" is biased upwards under resampling (a resample holds ~63 % of the distinct
+    # contexts), so the dead fraction gets no bootstrap CI.
+    return _NO_CI if metric == "dead_frac" else percentile_interval(draws)
+
+
+def metric_draws(pc: PerContext, var: Tensor, n_outlier_dims: int = 5, n_boot: int = 1000, seed: int = 0
+                 ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, np.ndarray]]]:
+    """(point, draws) of every metric of every SAE key of `pc`: draws [n_boot] over resampled contexts, the same
+    resampling weights for every key (so differences between keys are paired by context)."""
     N = pc.n_rows.numel()
     w_all = torch.ones(1, N, dtype=torch.float64)
     W = bootstrap_weights(N, n_boot, seed)
@@ -205,26 +219,103 @@ def layer_metrics(pc: PerContext, var: Tensor, n_outlier_dims: int = 5, n_boot: 
             out["kl"] = wc @ pc.kl[name] / npred
         return out
 
+    point = {k: {m: float(v[0]) for m, v in per_name(k, w_all, one_c).items()} for k in pc.sse}
+    draws = {k: {m: v.numpy() for m, v in per_name(k, W, Wc).items()} for k in pc.sse}
+    return point, draws
+
+
+def layer_metrics(pc: PerContext, var: Tensor, n_outlier_dims: int = 5, n_boot: int = 1000, seed: int = 0,
+                  comparisons: list[tuple[str, str | None]] | None = None) -> list[dict[str, Any]]:
+    """Long table rows (sae, metric, value, ci_lo, ci_hi, kind) with 95 % bootstrap CIs over contexts.
+
+    Metrics: fvu, fvu_excl_outliers (top `n_outlier_dims` training-variance dims left out), l0, dead_frac
+    (never fired in the window; no CI), ce_recovered, kl (nats/token), ce_sae; kind 'diff' rows are paired
+    differences name − base for each (name, base) of `comparisons`, resampled with the same contexts. Each key of
+    `pc` is one SAE; `seed_layer_metrics` adds the cells over SAE seeds.
+    """
+    point, draws = metric_draws(pc, var, n_outlier_dims, n_boot, seed)
     rows: list[dict[str, Any]] = []
-    point, boot = {}, {}
-    for name in pc.sse:
-        point[name] = {k: float(v[0]) for k, v in per_name(name, w_all, one_c).items()}
-        boot[name] = per_name(name, W, Wc)
+    for name in point:
         for metric, v in point[name].items():
-            # "Never fired in the window" is biased upwards under resampling (a resample holds ~63 % of the
-            # distinct contexts), so the dead fraction gets no bootstrap CI.
-            no_ci = (float("nan"), float("nan"))
-            lo, hi = percentile_interval(boot[name][metric].numpy()) if metric != "dead_frac" else no_ci
+            lo, hi = _ci(metric, draws[name][metric])
             rows.append({"sae": name, "metric": metric, "value": v, "ci_lo": lo, "ci_hi": hi, "kind": "value",
                          "baseline": ""})
     for name, base in comparisons or []:
         if base is None or base not in point or name not in point:
             continue
         for metric in point[name]:
-            diff_b = boot[name][metric] - boot[base][metric]
-            lo, hi = percentile_interval(diff_b.numpy()) if metric != "dead_frac" else (float("nan"), float("nan"))
+            lo, hi = _ci(metric, draws[name][metric] - draws[base][metric])
             rows.append({"sae": name, "metric": metric, "value": point[name][metric] - point[base][metric],
                          "ci_lo": lo, "ci_hi": hi, "kind": "diff", "baseline": base})
+    return rows
+
+
+def seed_layer_metrics(pc: PerContext, var: Tensor, members: dict[str, dict[int, str]], n_outlier_dims: int = 5,
+                       n_boot: int = 1000, seed: int = 0, comparisons: list[tuple[str, str | None]] | None = None
+                       ) -> list[dict[str, Any]]:
+    """Long rows per (SAE, seed) and per cell (SAE name, all its seeds), with 95 % CIs over contexts × SAE seeds.
+
+    `members` maps each SAE name (`variant/alphaX`) to {SAE seed: key of `pc`}; `comparisons` are (name, baseline)
+    pairs of names. Rows carry sae (the name), seed, level, metric, value, ci_lo, ci_hi, kind ('value' / 'diff'),
+    baseline, n_seeds, paired_by_seed:
+
+    - level 'seed' (seed = the SAE seed, n_seeds 1): each SAE alone, CI over contexts (as `layer_metrics`), and
+      per-seed differences name − baseline of the same seed, paired by context;
+    - level 'cell' (seed −1): the mean over the name's seeds, CI from a two-level bootstrap: contexts resampled
+      (the same weights for every SAE) and, in each resample, the seeds resampled as clusters (the same seed draws
+      for every cell with as many seeds). Diff rows: per seed s, value(name, s) − value(base, s), the seeds
+      resampled jointly (paired by seed, they share init and batch order) when both hold the same seeds; else each
+      side's seeds resampled independently (paired_by_seed False). n_seeds: the seeds of the cell (for a diff,
+      of its thinner side).
+
+    With one seed per name the cell rows equal `layer_metrics`' rows (context-only bootstrap). dead_frac: no CI.
+    """
+    point, draws = metric_draws(pc, var, n_outlier_dims, n_boot, seed)
+    seed_draws = seed + 2  # cluster picks: after the context weights (seed) and the CE-subset weights (seed + 1)
+    base_row = {"kind": "value", "baseline": "", "paired_by_seed": None}
+    rows: list[dict[str, Any]] = []
+    for name, by_seed in members.items():
+        for s, key in sorted(by_seed.items()):
+            for metric, v in point[key].items():
+                lo, hi = _ci(metric, draws[key][metric])
+                rows.append({**base_row, "sae": name, "seed": int(s), "level": "seed", "metric": metric, "value": v,
+                             "ci_lo": lo, "ci_hi": hi, "n_seeds": 1})
+    for name, base in comparisons or []:
+        if base is None or name not in members or base not in members:
+            continue
+        for s in sorted(set(members[name]) & set(members[base])):
+            a, b = members[name][s], members[base][s]
+            for metric in point[a]:
+                lo, hi = _ci(metric, draws[a][metric] - draws[b][metric])
+                rows.append({"sae": name, "seed": int(s), "level": "seed", "metric": metric,
+                             "value": point[a][metric] - point[b][metric], "ci_lo": lo, "ci_hi": hi, "kind": "diff",
+                             "baseline": base, "n_seeds": 1, "paired_by_seed": True})
+
+    def metrics_of(name: str) -> list[str]:
+        keys = list(members[name].values())
+        return [m for m in point[keys[0]] if all(m in point[k] for k in keys)]
+
+    for name, by_seed in members.items():
+        seeds = sorted(by_seed)
+        for metric in metrics_of(name):
+            v = float(np.mean([point[by_seed[s]][metric] for s in seeds]))
+            d = cluster_mean_draws(np.stack([draws[by_seed[s]][metric] for s in seeds]), seed_draws)
+            lo, hi = _ci(metric, d)
+            rows.append({**base_row, "sae": name, "seed": -1, "level": "cell", "metric": metric, "value": v,
+                         "ci_lo": lo, "ci_hi": hi, "n_seeds": len(seeds)})
+    for name, base in comparisons or []:
+        if base is None or name not in members or base not in members:
+            continue
+        ma, mb = members[name], members[base]
+        for metric in [m for m in metrics_of(name) if m in metrics_of(base)]:
+            v = (float(np.mean([point[k][metric] for k in ma.values()]))
+                 - float(np.mean([point[k][metric] for k in mb.values()])))
+            d, paired = cluster_diff_draws({s: draws[k][metric] for s, k in ma.items()},
+                                           {s: draws[k][metric] for s, k in mb.items()}, seed_draws)
+            lo, hi = _ci(metric, d)
+            rows.append({"sae": name, "seed": -1, "level": "cell", "metric": metric, "value": v, "ci_lo": lo,
+                         "ci_hi": hi, "kind": "diff", "baseline": base, "n_seeds": min(len(ma), len(mb)),
+                         "paired_by_seed": paired})
     return rows
 
 
@@ -254,10 +345,27 @@ def ce_recovered_call(ci_lo: float, ci_hi: float, tolerance: float) -> str:
     return "undecided"
 
 
+def seeded_ce_call(ci_lo: float, ci_hi: float, tolerance: float, n_seeds: int, min_seeds: int = 3
+                   ) -> tuple[str, str]:
+    """(call, reason) of one (layer, α) row from its cell-level 95 % CI of ΔCE-recovered over contexts × SAE seeds.
+
+    With fewer than `min_seeds` SAE seeds in the compared cells the call is 'not decidable here': the CI then
+    covers held-out contexts (and too few seeds), not the spread between SAE seeds, so it cannot carry a claim
+    about the method. Otherwise the call of `ce_recovered_call`.
+    """
+    if n_seeds < min_seeds:
+        return "not decidable here", (f"{n_seeds} SAE seed(s) < min_seeds {min_seeds}: the CI does not cover SAE "
+                                      "seeds")
+    call = ce_recovered_call(ci_lo, ci_hi, tolerance)
+    where = {"comparable": "lies above", "not comparable": "lies below"}.get(call, "straddles")
+    return call, f"CI over held-out contexts × {n_seeds} SAE seeds {where} −{tolerance:g}"
+
+
 def fidelity_verdict(calls: list[str]) -> str:
     """The paper's fidelity claim ("WSAE keeps reconstruction comparable") over the usable rows' calls: not
     reproduced if any row is not comparable, reproduced if every row is comparable, else (or with no usable
-    row) not decidable here."""
+    row) not decidable here. A row 'not decidable here' (too few SAE seeds) keeps the claim undecided unless
+    another row is not comparable."""
     if not calls:
         return "not decidable here"
     if "not comparable" in calls:
