@@ -3,7 +3,8 @@
 #
 # Question: what does weighting (α > 0) cost in reconstruction, per Γ variant, measured between SAEs that all
 # trained? Every SAE of the layer (exported by `lm_train`, read back from its SAELens folder) is evaluated on
-# the **whole held-out novel** from the activation cache: FVU overall and with the top `n_outlier_dims`
+# the first `heldout_contexts` contexts of the held-out novel (0 = all of it) from the activation cache, massive-
+# activation tokens left out like BOS with the threshold the SAEs were trained with: FVU overall and with the top `n_outlier_dims`
 # variance dimensions left out, FVU per dimension against the dimension's variance, L0, and the dead fraction
 # over the window. CE-loss recovered (against zero ablation) and KL(clean ‖ spliced) splice each SAE into the LM
 # on a seeded subset of `ce_contexts` held-out contexts (the blocks after the layer run from the cached
@@ -36,7 +37,7 @@ train_dir = "results/lm/train/layer4"
 layer = 4
 ce_contexts = 32
 ce_seed = 0
-heldout_contexts = 0
+heldout_contexts = 256
 batch_contexts = 8
 n_outlier_dims = 5
 n_boot = 1000
@@ -73,7 +74,14 @@ if "seed" not in trained:
 if "converged" not in trained:
     trained["converged"] = True  # no convergence flag then: only `untrained` excludes an SAE
 trained["key"] = [E.sae_key(r.sae, r.seed) for r in trained.itertuples()]
-saes = {r.key: load_sae(r.dir, dev)[0].eval() for r in trained.itertuples()}
+loaded = {r.key: load_sae(r.dir, dev) for r in trained.itertuples()}
+saes = {k: sae.eval() for k, (sae, _) in loaded.items()}
+# The massive-activation threshold the layer's SAEs were trained with (lm_train's max_norm_ratio): the same tokens
+# are left out of every metric here, like BOS (an export without it: every token counts).
+norms = {(info.get("wsae") or {}).get("max_token_norm") for _, info in loaded.values()}
+if len(norms) > 1:
+    raise ValueError(f"{train_dir}: the layer's SAEs were trained with different max_token_norm values {norms}")
+max_token_norm = float("inf") if norms in (set(), {None}) else float(norms.pop())
 members: dict[str, dict[int, str]] = {}
 for r in trained.itertuples():
     members.setdefault(r.sae, {})[int(r.seed)] = r.key
@@ -90,10 +98,11 @@ t0 = time.time()
 precision = resolve_precision(meta.get("lm_precision", {}).get("requested", meta["lm_dtype"]), dev,
                               "LM forward (CE/KL splice)")
 lm = L.load_lm(meta["model"], meta["model_cache"], dev, seed=meta["seed"], dtype=precision.dtype)
-pc = E.evaluate_layer(acts_dir, layer, saes, lm, ce_contexts, ce_seed, batch_contexts, heldout_contexts)
+pc = E.evaluate_layer(acts_dir, layer, saes, lm, ce_contexts, ce_seed, batch_contexts, heldout_contexts,
+                      max_token_norm)
 t_eval = time.time() - t0
 base = E.ce_baselines(pc)
-stats = S.layer_stats(acts_dir, layer, "train")
+stats = S.layer_stats(acts_dir, layer, "train", max_token_norm)
 names = list(members)
 rows = E.seed_layer_metrics(pc, stats["var"], members, n_outlier_dims, n_boot, boot_seed,
                             S.comparisons(names, downstream))
@@ -101,7 +110,9 @@ long = pd.DataFrame(rows)
 seed_sets = sorted({tuple(sorted(m)) for m in members.values()})
 n_tokens = int(pc.n_rows.sum())
 display(Markdown(
-    f"Held-out window: **{pc.n_rows.numel()} contexts, {n_tokens:,} tokens** (BOS excluded) of "
+    f"Held-out window: **{pc.n_rows.numel()} contexts, {n_tokens:,} tokens** (BOS and "
+    + (f"{int(pc.n_rows.numel() * (meta['context_size'] - 1) - n_tokens)} massive-activation tokens, norm > "
+       f"{max_token_norm:.4g}, " if max_token_norm != float("inf") else "") + "left out) of "
     f"{', '.join(meta['splits']['heldout']['documents'])}; CE/KL on a seeded subset of {base['ce_contexts']} "
     f"contexts. Clean CE {base['ce_clean']:.3f}, zero-ablation CE {base['ce_zero']:.3f} nats/token (gap "
     f"{base['baseline_gap']:.3f}: "
@@ -207,7 +218,8 @@ write_table(wide, out / "rows.csv")
 _ = write_table(long.assign(layer=layer), out / "long.csv")
 
 # %%
-metrics = {"layer": layer, "eval_tokens": n_tokens, "eval_contexts": int(pc.n_rows.numel()),
+metrics = {"layer": layer, "eval_tokens": n_tokens,
+           "max_token_norm": None if max_token_norm == float("inf") else max_token_norm, "eval_contexts": int(pc.n_rows.numel()),
            "eval_seconds": t_eval, "total_seconds": time.time() - t_start, "n_saes": len(saes), "n_cells": len(names),
            "sae_seeds": sorted({s_ for m in members.values() for s_ in m}), **base}
 cell_rows = [r for r in wide_rows if r["level"] == "cell"]

@@ -417,3 +417,32 @@ def test_unreachable_hub_model_fails_fast_naming_the_embedded_default(tmp_path, 
     with pytest.raises(RuntimeError, match="hub cannot be reached.*embedded default 'smollm2-135m'"):
         load_tokenizer("pythia-160m")
     assert time.time() - t0 < 30
+
+
+def test_massive_tokens_left_out_like_bos(cache, tiny_llama):
+    """Tokens above max_token_norm count in no sum and pass through every splice unchanged."""
+    layer = 1
+    x_all = torch.cat([x[:, 1:].reshape(-1, x.shape[-1]) for _, x in S.iter_activations(cache, layer, "heldout")])
+    norms = x_all.float().norm(dim=-1)
+    thr = float(norms.median())
+    assert S.massive_norm_threshold(cache, layer, 2.0, "heldout") == pytest.approx(2 * thr, rel=1e-6)
+    assert S.massive_norm_threshold(cache, layer, 0.0) == float("inf")
+    sae = _identity_sae(32, 0.5)
+    pc = E.evaluate_layer(cache, layer, {"half": sae}, tiny_llama, ce_contexts=3, batch_contexts=4,
+                          max_token_norm=thr)
+    keep = norms <= thr
+    assert int(pc.n_rows.sum()) == int(keep.sum())
+    kept = x_all[keep].double()
+    ref = float((0.5 * kept).pow(2).sum() / (kept - kept.mean(0)).pow(2).sum())
+    fv = E._fvu_from(torch.ones(1, pc.n_rows.numel(), dtype=torch.float64), pc.sse["half"], pc,
+                     torch.ones(32, dtype=torch.bool))
+    assert float(fv[0]) == pytest.approx(ref, rel=1e-5)
+    st = S.layer_stats(cache, layer, "heldout", thr)
+    assert int(st["n_tokens"]) == int(keep.sum())
+    assert torch.allclose(st["mean"].double(), kept.mean(0), atol=1e-5)
+    # nothing left out when the threshold is above every norm: the plain evaluation
+    full = E.evaluate_layer(cache, layer, {"half": sae}, tiny_llama, ce_contexts=3, batch_contexts=4)
+    same = E.evaluate_layer(cache, layer, {"half": sae}, tiny_llama, ce_contexts=3, batch_contexts=4,
+                            max_token_norm=float(norms.max()) + 1)
+    assert torch.equal(full.sse["half"], same.sse["half"]) and torch.equal(full.ce["zero"], same.ce["zero"])
+    assert not torch.equal(full.ce["zero"], pc.ce["zero"])

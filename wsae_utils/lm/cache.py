@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 from collections.abc import Iterator
@@ -272,14 +273,27 @@ def iter_activations(acts_dir: str | Path, layer: int, split: str,
                 yield sh["start"] + j, x[j:j + batch_contexts]
 
 
-def layer_stats(acts_dir: str | Path, layer: int, split: str = "train") -> dict[str, Tensor]:
-    """Per-dimension mean, variance and std over a split's non-BOS tokens (float64 sums)."""
+def layer_stats(acts_dir: str | Path, layer: int, split: str = "train", max_norm: float = math.inf
+                ) -> dict[str, Tensor]:
+    """Per-dimension mean, variance and std over a split's non-BOS tokens (float64 sums); tokens whose norm
+    exceeds `max_norm` (massive activations, `massive_norm_threshold`) are left out like BOS."""
     n, s, sq = 0, 0.0, 0.0
     for _, x in iter_activations(acts_dir, layer, split):
         flat = x[:, 1:].reshape(-1, x.shape[-1]).double()
+        flat = flat[flat.norm(dim=-1) <= max_norm]
         n += flat.shape[0]
         s = s + flat.sum(0)
         sq = sq + flat.pow(2).sum(0)
     mean = s / n
     var = (sq / n - mean.pow(2)).clamp_min(0)
     return {"mean": mean.float(), "var": var.float(), "std": var.sqrt().float(), "n_tokens": torch.tensor(n)}
+
+
+def massive_norm_threshold(acts_dir: str | Path, layer: int, ratio: float, split: str = "train") -> float:
+    """`ratio` × the median token norm (non-BOS tokens of `split`): tokens above it are massive activations
+    (attention-sink-like tokens with norms ~100× the median, a handful of which carry most of a residual stream's
+    variance), left out of SAE training and of every reconstruction metric like BOS. `ratio` <= 0: none (inf)."""
+    if ratio <= 0:
+        return math.inf
+    norms = torch.cat([x[:, 1:].float().norm(dim=-1).reshape(-1) for _, x in iter_activations(acts_dir, layer, split)])
+    return float(ratio * norms.median())

@@ -11,6 +11,7 @@ every LM report; `seeded_ce_call` and `fidelity_verdict` decide the lm-fidelity 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,13 +65,17 @@ def _ce_and_kl(logits: Tensor, ids: Tensor, clean_logp: Tensor | None) -> tuple[
 @torch.no_grad()
 def evaluate_layer(acts_dir: str | Path, layer: int, saes: dict[str, SparseAutoencoder], lm: Any | None = None,
                    ce_contexts: int = 32, ce_seed: int = 0, batch_contexts: int = 4,
-                   max_contexts: int = 0) -> PerContext:
+                   max_contexts: int = 0, max_token_norm: float = math.inf) -> PerContext:
     """Held-out per-context sums for every SAE of a layer (one pass over the cached held-out activations).
 
     FVU, L0 and dead fraction use every held-out context (`max_contexts` > 0 keeps the first ones). CE and KL
     splice each SAE's reconstruction into the LM at positions >= 1 of a seeded subset of `ce_contexts` contexts
     and run only the blocks after `layer` (`lm.logits_from_layer`); clean and zero-ablation losses are computed
     once per batch and shared by every SAE. `lm=None` skips CE/KL.
+
+    Tokens with an activation norm above `max_token_norm` (massive activations, left out of SAE training) are
+    treated like BOS: out of FVU, L0 and dead-fraction sums, and passed through unchanged by every splice (the
+    SAE's, and zero ablation's), so CE recovered measures the SAE on the tokens it was trained for.
     """
     from wsae_utils.lm.model import logits_from_layer
 
@@ -97,18 +102,21 @@ def evaluate_layer(acts_dir: str | Path, layer: int, saes: dict[str, SparseAutoe
         x = x[: n_total - start]
         B, T, _ = x.shape
         sl = slice(start, start + B)
-        body = x[:, 1:].double()
-        pc.n_rows[sl] = T - 1
+        keep = (x[:, 1:].float().norm(dim=-1) <= max_token_norm)  # [B, T-1]
+        body = x[:, 1:].double() * keep[..., None]
+        pc.n_rows[sl] = keep.sum(1).double()
         pc.x_sum[sl] = body.sum(1)
         pc.x_sumsq[sl] = body.pow(2).sum(1)
         flat = x[:, 1:].reshape(-1, x.shape[-1])
+        keep_flat = keep.reshape(-1)
         sub = in_subset[sl]
         recon: dict[str, Tensor] = {}
         for name, sae in saes.items():
             out = sae(flat.to(sae.W_enc.device))
-            x_hat = out.x_hat.float().cpu()
+            # a left-out token is reconstructed as itself: no error, no latents, unchanged in the splice
+            x_hat = torch.where(keep_flat[:, None], out.x_hat.float().cpu(), flat.float())
             pc.sse[name][sl] = (flat.double() - x_hat.double()).pow(2).view(B, T - 1, -1).sum(1)
-            live = (out.top_vals > 0).cpu()
+            live = (out.top_vals > 0).cpu() & keep_flat[:, None]
             pc.l0[name][sl] = live.view(B, -1).sum(1).double()
             idx = out.top_idx.cpu().view(B, -1)
             hits = torch.zeros(B, sae.cfg.n_latents, dtype=torch.int32).scatter_add_(1, idx, live.view(B, -1).int())
@@ -121,7 +129,7 @@ def evaluate_layer(acts_dir: str | Path, layer: int, saes: dict[str, SparseAutoe
             n_pred.append(torch.full((xs.shape[0],), T - 2, dtype=torch.float64))
             clean_nll, _, clean_lp = _ce_and_kl(logits_from_layer(lm, xs, layer), ids, None)
             ce_rows["clean"].append(clean_nll)
-            zero = torch.cat([xs[:, :1], torch.zeros_like(xs[:, 1:])], 1)
+            zero = torch.cat([xs[:, :1], torch.where(keep[sub][..., None], 0, xs[:, 1:])], 1)
             ce_rows["zero"].append(_ce_and_kl(logits_from_layer(lm, zero, layer), ids, None)[0])
             for name, r in recon.items():
                 spliced = torch.cat([xs[:, :1], r], 1)

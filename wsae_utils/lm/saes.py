@@ -34,6 +34,7 @@ from wsae_utils.lm.cache import (  # noqa: F401 (re-exported: the activation con
     load_documents,
     load_shard,
     load_tokens,
+    massive_norm_threshold,
     read_meta,
     shard_path,
     write_activation_cache,
@@ -51,8 +52,10 @@ class CachedBatches:
     chunk is in memory, and a resumed run sees exactly the batches an uninterrupted run would have seen.
     """
 
-    def __init__(self, acts_dir: str | Path, layer: int, batch_size: int, seed: int = 0, shuffle_shards: int = 4):
+    def __init__(self, acts_dir: str | Path, layer: int, batch_size: int, seed: int = 0, shuffle_shards: int = 4,
+                 max_norm: float = math.inf):
         meta = read_meta(acts_dir)
+        self.max_norm = max_norm
         self.meta = meta
         self.acts_dir, self.layer, self.batch_size, self.seed = Path(acts_dir), layer, batch_size, seed
         self.shards = meta["splits"]["train"]["shards"]
@@ -67,6 +70,7 @@ class CachedBatches:
         # Chunks are formed in a shuffled order, so guard with the smallest possible chunk of any order.
         small = sorted(s["n_contexts"] for s in self.shards)
         smallest = min(smallest, sum(small[: min(self.shuffle_shards, len(small))]) if n_chunks > 1 else smallest)
+        # (massive-norm tokens dropped from a chunk are a few per thousand; the guard ignores them)
         if smallest * self.rows_per_ctx < batch_size:
             raise ValueError(f"batch_size = {batch_size}: must be <= the rows of one shuffle chunk "
                              f"({smallest * self.rows_per_ctx})")
@@ -98,6 +102,7 @@ class CachedBatches:
             parts = [load_shard(self.acts_dir, self.layer, "train", self.shards[i]["index"], self.meta)
                      for i in chunk]
             x = torch.cat(parts)[:, 1:].reshape(-1, parts[0].shape[-1]).float()
+            x = x[x.norm(dim=-1) <= self.max_norm]  # massive-activation tokens are left out like BOS
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 10_007 + c)
             self._rows = x[torch.randperm(x.shape[0], generator=g)]
             self._key = (epoch, c)
@@ -279,6 +284,8 @@ class LayerTrainConfig:
     """Held-out contexts used for the FVU recorded during training (the final evaluation uses all)."""
     unmoved_cos: float = 0.99
     """A decoder row whose cosine to its initial value is at least this has not moved (`untrained_reason`)."""
+    max_token_norm: float = math.inf
+    """Tokens with a larger activation norm are left out of training and monitoring (`massive_norm_threshold`)."""
 
 
 @dataclass
@@ -366,7 +373,8 @@ def train_layer_saes(acts_dir: str | Path, layer: int, specs: list[SAESpec], sta
     `monitor_contexts` held-out contexts. Returned SAEs act on raw activations (input transform folded in).
     """
     device = torch.device(device)
-    batches = CachedBatches(acts_dir, layer, cfg.train.batch_size, cfg.train.seed, cfg.shuffle_shards)
+    batches = CachedBatches(acts_dir, layer, cfg.train.batch_size, cfg.train.seed, cfg.shuffle_shards,
+                            cfg.max_token_norm)
     tcfg = replace(cfg.train, seed=cfg.train.seed + layer)
     trainers, inits = {}, {}
     for spec in specs:
@@ -378,7 +386,8 @@ def train_layer_saes(acts_dir: str | Path, layer: int, specs: list[SAESpec], sta
     mon_x: list[Tensor] = []
     n_mon = 0
     for _, x in iter_activations(acts_dir, layer, "heldout", batch_contexts=8):
-        mon_x.append(x[:, 1:].reshape(-1, x.shape[-1]).to(device))
+        flat = x[:, 1:].reshape(-1, x.shape[-1])
+        mon_x.append(flat[flat.norm(dim=-1) <= cfg.max_token_norm].to(device))
         n_mon += x.shape[0]
         if n_mon >= cfg.monitor_contexts:
             break
@@ -393,7 +402,8 @@ def train_layer_saes(acts_dir: str | Path, layer: int, specs: list[SAESpec], sta
             fvu, own = _monitor_fvus(tr.sae, by_name[name], mon_x, tcfg.gamma_inside_norm)
             monitors[name].append({
                 "step": step, "tokens": step * tcfg.batch_size, "heldout_fvu": fvu, "heldout_objective": own,
-                "dec_cos_to_init": float(cos.mean()), "frac_rows_unmoved": float((cos >= cfg.unmoved_cos).float().mean()),
+                "dec_cos_to_init": float(cos.mean()),
+                "frac_rows_unmoved": float((cos >= cfg.unmoved_cos).float().mean()),
                 "dead_frac": float(tr.dead_mask().float().mean()) if step > 0 else float("nan"),
             })
 
@@ -420,5 +430,7 @@ def spec_to_dict(spec: SAESpec) -> dict[str, Any]:
 
 
 def config_dict(cfg: LayerTrainConfig) -> dict[str, Any]:
-    """Plain dict of a LayerTrainConfig."""
-    return asdict(cfg)
+    """Plain dict of a LayerTrainConfig (an infinite `max_token_norm`, i.e. no token left out, as None: JSON)."""
+    out = asdict(cfg)
+    out["max_token_norm"] = None if math.isinf(cfg.max_token_norm) else cfg.max_token_norm
+    return out
