@@ -17,7 +17,8 @@
 # 3. the **permuted-γ control** (the same γ values on shuffled dimensions, same α) is beside it: the gain over the
 #    control must also be above 0, else the gain is not the paper's mechanism;
 # 4. verdict: reproduced (gain CI > 0 and control-gain CI > 0); not reproduced (gain CI below the smallest gain of
-#    interest, or the control gets the gain); otherwise not decidable here. SAEs flagged untrained never enter;
+#    interest, or the control gets the gain); otherwise not decidable here. SAEs flagged untrained or not
+#    converged (lm_train's criterion) never enter a verdict (their gains are shown);
 # 5. a verdict needs at least `min_seeds` SAE seeds per compared cell: with fewer, the CI covers test examples but
 #    not SAE seeds (a change that only reorders float sums moved LM numbers by more than these CIs), so the claim
 #    reads "not decidable here" and the per-metric verdicts are shown as what the example-only CIs would say.
@@ -152,25 +153,26 @@ for metric, spec in B.METRICS.items():
                 if not len(A) or not len(Bc):
                     notes.append(f"layer {lay['layer']}: missing SAE")
                     continue
-                if ua or ub:
-                    notes.append(f"layer {lay['layer']}: untrained SAE left out")
-                    continue
+                if ua or ub:  # shown, never used: the verdict below reads "not decidable here"
+                    notes.append(f"layer {lay['layer']}: an SAE untrained or not converged (gain shown, not used)")
                 d = spec.direction * B.bootstrap_draws(A, lay["contrib"][g_key], n_boot, seed + lay["layer"],
                                                        minus=Bc, paired_seeds=sa == sb)
                 per_layer.append((lay["layer"], d, spec.direction * (A.sum(1).mean() - Bc.sum(1).mean()),
-                                  min(len(sa), len(sb)), sa == sb))
-            for lyr, d, g, ns, paired in per_layer:
+                                  min(len(sa), len(sb)), sa == sb, ua or ub))
+            for lyr, d, g, ns, paired, excl in per_layer:
                 lo, hi = B.interval(d)
                 gain_rows.append({"metric": metric, "alpha": a, "against": against, "layer": lyr, "gain": g,
-                                  "ci_lo": lo, "ci_hi": hi, "seeds": ns, "paired_by_seed": paired})
+                                  "ci_lo": lo, "ci_hi": hi, "seeds": ns, "paired_by_seed": paired,
+                                  "excluded": excl})
             if per_layer:
-                dm = np.mean([d for _, d, _, _, _ in per_layer], axis=0)
+                dm = np.mean([r[1] for r in per_layer], axis=0)
                 lo, hi = B.interval(dm)
                 draws_store[(metric, a, against)] = dm
                 gain_rows.append({"metric": metric, "alpha": a, "against": against, "layer": "mean",
-                                  "gain": float(np.mean([g for _, _, g, _, _ in per_layer])), "ci_lo": lo,
-                                  "ci_hi": hi, "seeds": min(n for *_, n, _ in per_layer),
-                                  "paired_by_seed": all(p for *_, p in per_layer), "note": "; ".join(notes)})
+                                  "gain": float(np.mean([r[2] for r in per_layer])), "ci_lo": lo,
+                                  "ci_hi": hi, "seeds": min(r[3] for r in per_layer),
+                                  "paired_by_seed": all(r[4] for r in per_layer),
+                                  "excluded": any(r[5] for r in per_layer), "note": "; ".join(notes)})
 gains = pd.DataFrame(gain_rows)
 display(gains.round(4))
 
@@ -205,7 +207,10 @@ for metric, spec in B.METRICS.items():
     at = gains[(gains.metric == metric) & (gains.layer == "mean") & (gains.alpha == a_max)] if len(gains) else gains
     n_seeds = int(at.seeds.min()) if len(at) else 0  # the fewest seeds of any cell the verdict compares
     v_examples = v
-    if usable[metric] and n_seeds < min_seeds:
+    if usable[metric] and len(at) and bool(at.excluded.any()):
+        v, why = "not decidable here", ("an SAE of the compared cells is untrained or did not converge (lm_train's "
+                                        f"criterion); the gain is shown, not used (on it alone: {v_examples})")
+    elif usable[metric] and n_seeds < min_seeds:
         v, why = "not decidable here", (f"{n_seeds} SAE seed(s) per cell, fewer than {min_seeds}: the CI covers test "
                                         f"examples only (on those alone: {v_examples})")
     verdict_rows.append({"metric": metric, "label": spec.label, "direction": "higher" if spec.direction > 0 else
@@ -233,6 +238,8 @@ if len(decisive):
            if verdict == "reproduced" else
            "at least one usable metric rules out a gain of the smallest size of interest, or its gain is the "
            "permuted-γ control's" if verdict == "not reproduced" else
+           "an SAE of the compared cells is untrained or did not converge by lm_train's criterion (gains shown, "
+           "not used)" if decisive.why.str.startswith("an SAE of the compared").any() else
            f"fewer than {min_seeds} SAE seeds per cell: the intervals do not cover SAE seeds"
            if (decisive.seeds < min_seeds).any() else
            "the usable metrics' intervals include both no gain and a gain; more SAE seeds or test examples needed")

@@ -174,7 +174,7 @@ claims = [claim(
     effect={"name": "Δ CE recovered, WSAE (paper Γ) − SAE", "points": fid_points, "paper": 0.0,
             "threshold": -ce_tolerance},
     why=("CE recovered is measured on a seeded subset of held-out contexts (see the layer reports for the "
-         "count); FVU on the whole held-out novel. Laptop-scale SAEs: do not over-read absolute values, only the "
+         "count); FVU on the first `heldout_contexts` held-out contexts (lm_sae). Laptop-scale SAEs: do not over-read absolute values, only the "
          "paired α − 0 differences." + few_note),
 )]
 metrics = {"n_saes": int((table_all.level == "seed").sum()), "n_cells": int(len(df)), "n_untrained": n_untrained,
