@@ -87,6 +87,8 @@ if AI_ON:
             gpu=gpu_jobs(),
 
     use rule _notebook as autointerp_layer with:
+        # the LM chain is the run's critical path: start it before the toy and vision jobs that can fill in
+        priority: 5
         input:
             nb=notebook("autointerp_layer"),
             code=code("autointerp_layer"),

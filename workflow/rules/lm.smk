@@ -9,6 +9,8 @@ include: "lm_common.smk"
 if section_enabled("lm"):
 
     use rule _notebook as lm_acts with:
+        # the LM chain is the run's critical path: start it before the toy and vision jobs that can fill in
+        priority: 10
         input:
             nb=notebook("lm_acts"),
             # Its import closure holds no SAE module: a trainer edit reruns no LM pass (tested).
@@ -31,6 +33,8 @@ if section_enabled("lm"):
             gpu=gpu_jobs(),
 
     use rule _notebook as lm_train with:
+        # the LM chain is the run's critical path: start it before the toy and vision jobs that can fill in
+        priority: 10
         input:
             nb=notebook("lm_train"),
             missing_shards=lambda w: lm_acts_missing_shards(w.layer),
@@ -52,6 +56,8 @@ if section_enabled("lm"):
             gpu=gpu_jobs(),
 
     use rule _notebook as lm_sae with:
+        # the LM chain is the run's critical path: start it before the toy and vision jobs that can fill in
+        priority: 10
         input:
             nb=notebook("lm_sae"),
             missing_shards=lambda w: lm_acts_missing_shards(w.layer),

@@ -12,6 +12,8 @@ SB_METRICS = ["absorption", "full_absorption", "sparse_probing", "tpp", "scr"]
 if section_enabled("lm"):
 
     use rule _notebook as lm_probes with:
+        # the LM chain is the run's critical path: start it before the toy and vision jobs that can fill in
+        priority: 10
         input:
             nb=notebook("lm_probes"),
             code=code("lm_probes"),
@@ -35,6 +37,8 @@ if section_enabled("lm"):
             gpu=gpu_jobs(),
 
     use rule _notebook as lm_saebench with:
+        # the LM chain is the run's critical path: start it before the toy and vision jobs that can fill in
+        priority: 10
         input:
             nb=notebook("lm_saebench"),
             code=code("lm_saebench"),
