@@ -41,6 +41,37 @@ def test_topk_sparse_forward_matches_dense_and_gradients_agree():
         assert torch.allclose(p.grad, sparse_grads[n], atol=1e-5), n
 
 
+@pytest.mark.parametrize(("d", "n", "k"), [(80, 96, 4), (8, 40, 9), (72, 600, 3)])
+def test_stacked_topk_sae_matches_dense_autograd(d, n, k):
+    """The stacked sparse op (packed selection where it applies, torch's top-k elsewhere; embedding_bag's
+    backward for rows wider than 64, index_add below) equals a dense Top-k SAE per stack member."""
+    from wsae_utils.core.kernels import StackedTopKSAE
+
+    g = torch.Generator().manual_seed(0)
+    G, B = 3, 50
+    xc = torch.randn(G, B, d, generator=g, requires_grad=True)
+    W_enc = (torch.randn(G, n, d, generator=g) / d**0.5).requires_grad_()
+    b_enc = torch.randn(G, n, generator=g, requires_grad=True)
+    W_dec = (torch.randn(G, n, d, generator=g) / d**0.5).requires_grad_()
+    target = torch.randn(G, B, d, generator=g)
+    params = (xc, W_enc, b_enc, W_dec)
+    x_hat, vals, flat = StackedTopKSAE.apply(xc, W_enc, b_enc, W_dec, k)
+    ((x_hat - target).pow(2).sum() + vals.sum()).backward()
+    sparse = [p.grad.clone() for p in params]
+    for p in params:
+        p.grad = None
+    pre = torch.baddbmm(b_enc[:, None, :], xc, W_enc.transpose(1, 2))
+    top = pre.topk(k, dim=-1)
+    z = torch.zeros_like(pre).scatter(-1, top.indices, top.values.relu())
+    x_dense = torch.bmm(z, W_dec)
+    ((x_dense - target).pow(2).sum() + top.values.relu().sum()).backward()
+    assert torch.allclose(x_hat, x_dense, atol=1e-4)
+    assert torch.equal((flat % n).sort(-1).values, top.indices.sort(-1).values)
+    assert (flat // n == torch.arange(G)[:, None, None]).all()  # every row reaches its own SAE's latents only
+    for name, a, b in zip(("x", "W_enc", "b_enc", "W_dec"), sparse, (p.grad for p in params), strict=True):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), name
+
+
 def test_tied_decoder_is_encoder_transpose():
     sae = SparseAutoencoder(SAEConfig(3, 5, activation="relu", tied=True, bias=False, normalize_decoder=False), seed=0)
     assert sae.W_dec is sae.W_enc

@@ -8,7 +8,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 _EB = torch.ops.aten  # embedding_bag's own kernels: its forward, weight-grad and per-sample-weight-grad
@@ -222,46 +221,53 @@ def topk_backward(x: Tensor, W_enc: Tensor, W_dec: Tensor, vals: Tensor, flat: T
 def topk_forward(x: Tensor, W_enc: Tensor, b_enc: Tensor, W_dec: Tensor, k: int, matmul_dtype: torch.dtype,
                   chunk_rows: int) -> tuple[Tensor, ...]:
     """x̂ (no b_dec), values, indices and what the backward needs, for the Top-k encoder + sparse decoder."""
-    B = x.shape[0]
     idx, pre_vals = _select(x, W_enc, b_enc, k, matmul_dtype, chunk_rows)
-    flat = idx.reshape(-1)
-    offsets, offset2bag = _bag_layout(B, k, x.device)
-    if pre_vals is None:  # recompute in fp32: exact whatever precision the selection GEMM ran in
+    x_hat, vals, flat, offsets, offset2bag, bag = _sparse_forward(x, W_enc, b_enc, W_dec, idx.reshape(-1), pre_vals, k)
+    return x_hat, vals, idx, flat, offsets, offset2bag, bag
+
+
+def _sparse_forward(x: Tensor, W_enc: Tensor, b_enc: Tensor, W_dec: Tensor, flat: Tensor, pre_vals: Tensor | None,
+                    k: int) -> tuple[Tensor, ...]:
+    """(x̂, values, flat, offsets, offset2bag, bag) of rows x [B, d] whose k latents `flat` [B·k] are chosen."""
+    offsets, offset2bag = _bag_layout(x.shape[0], k, x.device)
+    if pre_vals is None:  # recompute in fp32: exact whatever precision or packing the selection used
         pre_vals = _bag_dot(x, W_enc, flat, offsets, offset2bag) + b_enc[flat]
     vals = pre_vals.reshape(-1).relu_()
     x_hat, o2b, bag_size, max_idx = _EB._embedding_bag(W_dec, flat, offsets, False, _SUM, False, vals)
-    return x_hat, vals, idx, flat, offsets, offset2bag, (o2b, bag_size, max_idx)
+    return x_hat, vals, flat, offsets, offset2bag, (o2b, bag_size, max_idx)
 
 
-class StackedTopK(torch.autograd.Function):
-    """relu(topk(xc W_encᵀ + b_enc)) per SAE of a stack (`sae.activate`'s top-k for G SAEs at once), with a
-    backward that touches only the k selected latents per row.
+class StackedTopKSAE(torch.autograd.Function):
+    """G Top-k SAEs of one shape as one op: centred inputs xc [G, B, d] ↦ (x̂ without b_dec [G, B, d], values
+    relu(top-k pre-activations) [G, B, k], flat latent indices [G, B, k]).
 
-    Returns the values [G, B, k] and flat latent indices (job g's latent j is g·n + j), so the decoder can be an
-    embedding_bag over the stacked decoder rows: one dense GEMM per step instead of four.
+    Each SAE selects with its own GEMM (one batched GEMM for all G). After that the stack is one SAE of G·n latents
+    whose rows only reach their own SAE's latents (job g's latent j is flat index g·n + j), so the sparse decoder
+    and the whole backward are `TopKSAEFunction`'s: embedding_bag kernels over the k selected latents per row, no
+    dense [G, B, n] gradient and no [G·B·k, d] gather.
     """
 
     @staticmethod
-    def forward(ctx, xc: Tensor, W: Tensor, b: Tensor, k: int):  # noqa: D102
-        G, n = W.shape[0], W.shape[1]
-        pre = torch.baddbmm(b[:, None, :], xc, W.transpose(1, 2))
-        vals, idx = pre.topk(k, dim=-1, sorted=False)
-        vals = vals.relu()
-        flat = idx + (torch.arange(G, device=idx.device) * n)[:, None, None]
-        ctx.save_for_backward(xc, W, vals, flat)
+    def forward(ctx, xc: Tensor, W_enc: Tensor, b_enc: Tensor, W_dec: Tensor, k: int):  # noqa: D102
+        G, B, d = xc.shape
+        n = W_enc.shape[1]
+        with torch.no_grad():
+            idx, pre_vals = _topk(torch.baddbmm(b_enc[:, None, :], xc, W_enc.transpose(1, 2)), k, owned=True)
+        flat = (idx + (torch.arange(G, device=idx.device) * n)[:, None, None]).reshape(-1)
+        x2, We2, Wd2 = xc.reshape(G * B, d), W_enc.reshape(G * n, d), W_dec.reshape(G * n, d)
+        x_hat, vals, flat, offsets, offset2bag, bag = _sparse_forward(x2, We2, b_enc.reshape(-1), Wd2, flat,
+                                                                      pre_vals, k)
+        ctx.save_for_backward(x2, We2, Wd2, vals, flat, offsets, offset2bag, *bag)
+        ctx.shape = (G, B, n, d, k)
         ctx.mark_non_differentiable(flat)
-        return vals, flat
+        return x_hat.view(G, B, d), vals.view(G, B, k), flat.view(G, B, k)
 
     @staticmethod
-    def backward(ctx, grad_vals: Tensor, _grad_flat: Tensor):  # noqa: D102
-        xc, W, vals, flat = ctx.saved_tensors
-        G, B, k = vals.shape
-        n, d = W.shape[1], W.shape[2]
-        g = (grad_vals * (vals > 0)).reshape(G * B, k)
-        fl = flat.reshape(G * B, k)
-        W2 = W.reshape(G * n, d)
-        grad_xc = F.embedding_bag(fl, W2, per_sample_weights=g, mode="sum").view(G, B, d)
-        rows = xc.reshape(G * B, d).repeat_interleave(k, dim=0) * g.reshape(-1, 1)
-        grad_W = torch.zeros_like(W2).index_add_(0, fl.reshape(-1), rows).view(G, n, d)
-        grad_b = torch.zeros(G * n, dtype=W.dtype, device=W.device).index_add_(0, fl.reshape(-1), g.reshape(-1))
-        return grad_xc, grad_W, grad_b.view(G, n), None
+    def backward(ctx, g_xhat: Tensor, g_vals: Tensor | None, _g_flat: Tensor | None):  # noqa: D102
+        x2, We2, Wd2, vals, flat, offsets, offset2bag, *bag = ctx.saved_tensors
+        G, B, n, d, k = ctx.shape
+        g_vals = None if g_vals is None else g_vals.reshape(-1)
+        gx, gWe, gbe, gWd = topk_backward(x2, We2, Wd2, vals, flat, offsets, offset2bag, tuple(bag),
+                                          g_xhat.reshape(G * B, d), g_vals, tuple(ctx.needs_input_grad[:4]))
+        return (None if gx is None else gx.view(G, B, d), None if gWe is None else gWe.view(G, n, d),
+                None if gbe is None else gbe.view(G, n), None if gWd is None else gWd.view(G, n, d), None)
