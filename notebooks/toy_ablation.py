@@ -46,7 +46,9 @@ import seaborn as sns
 from IPython.display import Markdown, display
 
 from wsae_utils.core.power import decidable_summary, mde_of_sample, verdict_over_settings
+from wsae_utils.core.sae import StackedSAEConfig
 from wsae_utils.core.stats import t_interval
+from wsae_utils.core.train import ConvergenceRule
 from wsae_utils.run.plots import save_figure, setup_style
 from wsae_utils.run.reportkit import conclusion
 from wsae_utils.run.results import claim, write_metrics, write_table
@@ -54,11 +56,10 @@ from wsae_utils.run.setup import start_run
 from wsae_utils.toy import checks as tc
 from wsae_utils.toy import data as toy
 from wsae_utils.toy import evaluation as te
-from wsae_utils.toy import sae as ts
 
 out, dev = start_run(out_dir, seeds[0], device, num_threads)
 setup_style()
-rule = ts.ConvergenceRule(convergence_window, convergence_rtol, convergence_atol)
+rule = ConvergenceRule(convergence_window, convergence_rtol, convergence_atol)
 metrics: dict = {}
 wps = {name: toy.make_wp(wp_specs[name], seeds[0]) for name in wp_names}
 for name, (_W, info) in wps.items():
@@ -75,7 +76,7 @@ for name in wp_names:
     for kind in sae_kinds:
         for ratio in latent_ratios:
             n_m = max(1, round(ratio * n))
-            cfg = ts.ToySAEConfig(W.shape[0], n_m, kind, k=k, threshold=jumprelu_threshold)
+            cfg = StackedSAEConfig(W.shape[0], n_m, kind, k=k, threshold=jumprelu_threshold)
             groups = [dict(wp=name, latent_ratio=ratio, sparsity=S, seed=s) for S in sparsities for s in seeds]
             res, log, _ = te.run_groups(W, cfg, groups, steps, batch_size, lr, pool_rows, eval_samples, dev, rule,
                                         dict(cos_threshold=cos_threshold))

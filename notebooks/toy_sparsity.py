@@ -65,7 +65,9 @@ import torch
 from IPython.display import Markdown, display
 
 from wsae_utils.core.power import decidable_summary, minimum_detectable_effect, verdict_over_settings
+from wsae_utils.core.sae import StackedSAEConfig
 from wsae_utils.core.stats import sd_from_interval
+from wsae_utils.core.train import ConvergenceRule
 from wsae_utils.run.plots import save_figure, setup_style
 from wsae_utils.run.reportkit import conclusion
 from wsae_utils.run.results import claim, write_metrics, write_table
@@ -73,11 +75,10 @@ from wsae_utils.run.setup import start_run
 from wsae_utils.toy import checks as tc
 from wsae_utils.toy import data as toy
 from wsae_utils.toy import evaluation as te
-from wsae_utils.toy import sae as ts
 
 out, dev = start_run(out_dir, seeds[0], device, num_threads)
 setup_style()
-rule = ts.ConvergenceRule(convergence_window, convergence_rtol, convergence_atol)
+rule = ConvergenceRule(convergence_window, convergence_rtol, convergence_atol)
 metrics: dict = {}
 wps = {name: toy.make_wp(wp_specs[name], seeds[0]) for name in wp_names}
 for name, (_W, info) in wps.items():
@@ -101,7 +102,7 @@ for name in wp_names:
     n = W.shape[1]
     n_m = max(1, round(latent_ratio * n))
     for kind in sae_kinds:
-        cfg = ts.ToySAEConfig(W.shape[0], n_m, kind, k=k, threshold=jumprelu_threshold,
+        cfg = StackedSAEConfig(W.shape[0], n_m, kind, k=k, threshold=jumprelu_threshold,
                               l0_coeff=jumprelu_l0_coeff)
         groups = [dict(wp=name, sparsity=S, seed=s) for S in sparsities for s in seeds]
         res, log, _ = te.run_groups(W, cfg, groups, steps, batch_size, lr, pool_rows, eval_samples, dev, rule,

@@ -63,6 +63,8 @@ from IPython.display import Markdown, display
 from scipy.stats import spearmanr
 
 from wsae_utils.core.power import decidable_summary, verdict_over_settings
+from wsae_utils.core.sae import StackedSAEConfig
+from wsae_utils.core.train import ConvergenceRule
 from wsae_utils.run.plots import save_figure, setup_style
 from wsae_utils.run.reportkit import conclusion
 from wsae_utils.run.results import claim, combine_verdicts, write_metrics, write_table
@@ -70,11 +72,10 @@ from wsae_utils.run.setup import start_run
 from wsae_utils.toy import checks as tc
 from wsae_utils.toy import data as toy
 from wsae_utils.toy import evaluation as te
-from wsae_utils.toy import sae as ts
 
 out, dev = start_run(out_dir, seed, device, num_threads)
 setup_style()
-rule = ts.ConvergenceRule(convergence_window, convergence_rtol, convergence_atol)
+rule = ConvergenceRule(convergence_window, convergence_rtol, convergence_atol)
 metrics: dict = {}
 rows: list[dict] = []
 wps = {name: toy.make_wp(spec, seed) for name, spec in wp_specs.items()}
@@ -186,7 +187,7 @@ for name in theorem1_wp:
     W_pm[:n_p], W_pm[n_p:2 * n_p] = torch.eye(n_p), -torch.eye(n_p)
     for S in train_sparsities:
         x_fit, x_ev = te.eval_split(W, S, seed + 9, eval_samples)
-        cfg_sb = ts.ToySAEConfig(n_p, n, "tied_relu")
+        cfg_sb = StackedSAEConfig(n_p, n, "tied_relu")
         for label, W_m in (("closed form W_pᵀ", W.T), ("signed basis [I; −I; 0]", W_pm)):
             m = te.recovery_metrics(te.tied_weights(W_m), cfg_sb, W, x_fit, x_ev)
             sb_rows.append(dict(wp=name, sparsity=S, model=label, L_SAE_rel=m["L_SAE_rel"], L_GT_rel=m["L_GT_rel"],
@@ -209,7 +210,7 @@ tr_rows, curves = [], []
 for name in trained_wp:
     W, info = wps[name]
     n = W.shape[1]
-    cfg = ts.ToySAEConfig(W.shape[0], n, "tied_relu")
+    cfg = StackedSAEConfig(W.shape[0], n, "tied_relu")
     x_evs = {S: toy.sample_features(eval_samples, n, S, torch.Generator().manual_seed(seed + 7), nonempty=True).double()
              for S in train_sparsities}
     for init, lr_run in (("random", lr), ("closed_form", lr_from_closed_form)):
@@ -228,7 +229,7 @@ for name in trained_wp:
     W, _ = wps[name]
     for S in train_sparsities:
         x_fit, x_ev = te.eval_split(W, S, seed, 2048)  # the held-out splits run_groups evaluates trained SAEs on
-        m = te.recovery_metrics(te.tied_weights(W.T), ts.ToySAEConfig(W.shape[0], W.shape[1], "tied_relu"), W, x_fit,
+        m = te.recovery_metrics(te.tied_weights(W.T), StackedSAEConfig(W.shape[0], W.shape[1], "tied_relu"), W, x_fit,
                                 x_ev)
         tr_rows.append(dict(wp=name, sparsity=S, init="closed form, untrained", seed=np.nan, converged=np.nan,
                             rel=0.0, L_GT_rel=m["L_GT_rel"], matched_cos=m["matched_cos"], cos_to_closed_form=1.0))
@@ -294,7 +295,7 @@ display(Markdown(f"**Theorem 1**: {theorem1}; {t1_decidable}."))
 # %%
 Wu, _ = wps[uniqueness_wp]
 n_u = Wu.shape[1]
-cfg_u = ts.ToySAEConfig(Wu.shape[0], n_u, "tied_relu")
+cfg_u = StackedSAEConfig(Wu.shape[0], n_u, "tied_relu")
 groups = [dict(wp=uniqueness_wp, sparsity=uniqueness_sparsity, seed=s) for s in uniqueness_seeds]
 res_u, log_u, sae_u = te.run_groups(Wu, cfg_u, groups, steps, batch_size, lr, pool_rows, 2048, dev, rule)
 cands = {"closed form": (Wu.T, True), "flipped polygons, rescaled": (tc.flipped_polygon_candidate(Wu), True),

@@ -63,7 +63,8 @@ import seaborn as sns
 from IPython.display import Markdown, display
 
 from wsae_utils.core.power import decidable_summary, verdict_over_settings
-from wsae_utils.core.sae import make_gamma
+from wsae_utils.core.sae import StackedSAEConfig, make_gamma
+from wsae_utils.core.train import ConvergenceRule
 from wsae_utils.run.plots import save_figure, setup_style
 from wsae_utils.run.reportkit import conclusion
 from wsae_utils.run.results import claim, write_metrics, write_table
@@ -71,11 +72,10 @@ from wsae_utils.run.setup import start_run
 from wsae_utils.toy import checks as tc
 from wsae_utils.toy import data as toy
 from wsae_utils.toy import evaluation as te
-from wsae_utils.toy import sae as ts
 
 out, dev = start_run(out_dir, seeds[0], device, num_threads)
 setup_style()
-rule = ts.ConvergenceRule(convergence_window, convergence_rtol, convergence_atol)
+rule = ConvergenceRule(convergence_window, convergence_rtol, convergence_atol)
 metrics: dict = {}
 display(Markdown(f"**Convergence criterion**: {rule.describe()}. Only pairs where both runs converged enter a "
                  "comparison."))
@@ -130,7 +130,7 @@ for name in train_wp:
                 groups.append(dict(wp=name, sparsity=S, seed=s, proxy=proxy, alpha=a, gamma=gamma,
                                    gamma_max_over_min=float(gamma.max() / gamma.min().clamp_min(1e-12))))
     for kind in sae_kinds:
-        cfg = ts.ToySAEConfig(W.shape[0], n_m, kind, k=k, threshold=jumprelu_threshold,
+        cfg = StackedSAEConfig(W.shape[0], n_m, kind, k=k, threshold=jumprelu_threshold,
                               l0_coeff=jumprelu_l0_coeff)
         res, log, _ = te.run_groups(W, cfg, groups, steps, batch_size, lr, pool_rows, eval_samples, dev, rule,
                                     polysemantic=poly)

@@ -1,4 +1,5 @@
 import json
+import os
 
 import nbformat
 import pytest
@@ -133,6 +134,31 @@ write_metrics(out_dir + "/metrics.json", {"x": 1})
     execute_notebook(src, out / "report.ipynb", {"out_dir": str(out), "steps": 5})
     settings = json.loads((out / "metrics.json").read_text())["provenance"]["settings"]
     assert settings == {"out_dir": str(out), "steps": 5, "alphas": [0.0, 1.0]}
+
+
+def test_the_kernel_thread_pools_follow_the_rules_threads(tmp_path, monkeypatch):
+    """A 1-thread job's kernel starts no extra BLAS/OpenMP/tokenizer threads (they would time-share a busy core);
+    the runner's own environment is left as it was."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    src = tmp_path / "thr.py"
+    src.write_text('''# %% tags=["parameters"]
+out_dir = "results/dev/thr"
+
+# %%
+import os
+import torch
+from wsae_utils.run.results import write_metrics
+env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                      "TOKENIZERS_PARALLELISM")}
+write_metrics(out_dir + "/metrics.json", {"env": env, "torch_threads": torch.get_num_threads()})
+''')
+    out = tmp_path / "run"
+    execute_notebook(src, out / "report.ipynb", {"out_dir": str(out)}, threads=1)
+    got = json.loads((out / "metrics.json").read_text())
+    assert got["env"] == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+                          "TOKENIZERS_PARALLELISM": "false"}
+    assert got["torch_threads"] == 1
+    assert "OMP_NUM_THREADS" not in os.environ
 
 
 def test_a_report_says_not_finished_until_the_run_ends(source, tmp_path, monkeypatch):

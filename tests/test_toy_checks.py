@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from wsae_utils.core.sae import STACKED_KINDS, StackedSAE, StackedSAEConfig
+from wsae_utils.core.train import ConvergenceRule
 from wsae_utils.toy import checks as tc
 from wsae_utils.toy import data as toy
 from wsae_utils.toy import evaluation as te
-from wsae_utils.toy import sae as ts
 
 torch.set_num_threads(1)
 
@@ -19,7 +20,7 @@ def _digons():
 
 
 def _trained(W, S, steps, seeds=(0, 1)):
-    cfg = ts.ToySAEConfig(W.shape[0], W.shape[1], "tied_relu")
+    cfg = StackedSAEConfig(W.shape[0], W.shape[1], "tied_relu")
     groups = [dict(sparsity=S, seed=s) for s in seeds]
     res, log, sae = te.run_groups(W, cfg, groups, steps, 256, 1e-2, 4096, 1000)
     x = toy.sample_features(4000, W.shape[1], S, torch.Generator().manual_seed(5), nonempty=True).double()
@@ -124,7 +125,7 @@ def test_theorem3_on_digons_only_finds_no_other_candidate():
 
 
 def test_convergence_rule():
-    rule = ts.ConvergenceRule(window=0.1, rtol=0.01, atol=0.0)
+    rule = ConvergenceRule(window=0.1, rtol=0.01, atol=0.0)
     flat = np.ones((50, 1)) + 1e-4 * np.random.default_rng(0).standard_normal((50, 1))
     falling = np.linspace(2.0, 1.0, 50)[:, None]
     ok, _ = rule.check(np.hstack([flat, falling]), energy=1.0)
@@ -137,13 +138,13 @@ def test_convergence_rule_has_no_absolute_floor_above_the_loss():
     # over its last window. The old rule's absolute term (atol·E = 1.9e-4 > the loss) passed it; it must not count.
     energy = 2.5
     curve = np.concatenate([np.full(10, 1.17e-4), np.full(10, 7.6e-5)])[:, None] * energy
-    ok, rel = ts.ConvergenceRule(window=0.5, rtol=0.02).check(curve, energy)
+    ok, rel = ConvergenceRule(window=0.5, rtol=0.02).check(curve, energy)
     assert not ok[0] and abs(rel[0]) > 0.3
     # a loss that is itself at numerical zero (both windows under the floor) has converged, however noisy
     zero = np.concatenate([np.full(10, 1e-13), np.full(10, 1e-14)])[:, None]
-    assert ts.ConvergenceRule(window=0.5, rtol=0.02, atol=1e-9).check(zero, 1.0)[0][0]
+    assert ConvergenceRule(window=0.5, rtol=0.02, atol=1e-9).check(zero, 1.0)[0][0]
     # the floor never passes a loss above it, whatever atol says about a small change
-    assert not ts.ConvergenceRule(window=0.5, rtol=0.02, atol=1e-9).check(curve, energy)[0][0]
+    assert not ConvergenceRule(window=0.5, rtol=0.02, atol=1e-9).check(curve, energy)[0][0]
 
 
 def test_fig2_verdict_uses_effective_features_not_probe_counts():
@@ -164,11 +165,11 @@ def test_fig2_verdict_uses_effective_features_not_probe_counts():
     assert tc.fig2_verdict([{**r, "converged": False} for r in rows((5, 3, 1), (1, 1, 1))])[0] == "not decidable here"
 
 
-@pytest.mark.parametrize("kind", list(ts.SAE_KINDS))
+@pytest.mark.parametrize("kind", list(STACKED_KINDS))
 def test_batched_groups_are_independent(kind):
     """Group g of a batch trains exactly like the same group alone (same seed, data, init): the batch is G SAEs."""
     W = _digons()
-    cfg = ts.ToySAEConfig(W.shape[0], 8, kind, k=2)
+    cfg = StackedSAEConfig(W.shape[0], 8, kind, k=2)
     groups = [dict(sparsity=0.5, seed=0), dict(sparsity=0.9, seed=1)]
     res2, log2, sae2 = te.run_groups(W, cfg, groups, 30, 64, 1e-2, 1024, 200)
     res1, log1, sae1 = te.run_groups(W, cfg, groups[1:], 30, 64, 1e-2, 1024, 200)
@@ -178,7 +179,7 @@ def test_batched_groups_are_independent(kind):
 
 def test_wsae_gamma_changes_training_but_not_the_yardstick():
     W = _digons()
-    cfg = ts.ToySAEConfig(W.shape[0], 8, "tied_topk", k=2)
+    cfg = StackedSAEConfig(W.shape[0], 8, "tied_topk", k=2)
     gamma = torch.tensor([1.0, 1.0, 0.1, 0.1, 0.1]) * 5 / 2.3
     groups = [dict(sparsity=0.5, seed=0), dict(sparsity=0.5, seed=0, gamma=gamma)]
     res, log, sae = te.run_groups(W, cfg, groups, 50, 64, 1e-2, 1024, 200)
@@ -189,11 +190,11 @@ def test_wsae_gamma_changes_training_but_not_the_yardstick():
 
 
 def test_practical_kinds_have_biases_and_untied_decoder():
-    cfg = ts.ToySAEConfig(5, 8, "topk_auxk", k=2)
-    sae = ts.BatchedToySAE(cfg, [0, 1])
+    cfg = StackedSAEConfig(5, 8, "topk_auxk", k=2)
+    sae = StackedSAE(cfg, [0, 1])
     assert sae.W_dec is not sae.W_enc and sae.b_enc.requires_grad and sae.b_dec.requires_grad
     assert torch.allclose(sae.W_dec.norm(dim=-1), torch.ones(2, 8))
-    jr = ts.BatchedToySAE(ts.ToySAEConfig(5, 8, "jumprelu"), [0])
+    jr = StackedSAE(StackedSAEConfig(5, 8, "jumprelu"), [0])
     assert jr.log_theta.requires_grad
     x = torch.rand(1, 16, 5)
     pre = jr.pre_activations(x)

@@ -21,7 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wsae_utils.core.kernels import TopKSAEFunction, bag_scatter, topk_backward, topk_forward, topk_indices
+from wsae_utils.core.kernels import (
+    StackedTopKSAE,
+    TopKSAEFunction,
+    bag_scatter,
+    topk_backward,
+    topk_forward,
+    topk_indices,
+)
 
 Activation = Literal["none", "relu", "jumprelu", "topk"]
 ACTIVATIONS: tuple[str, ...] = ("none", "relu", "jumprelu", "topk")
@@ -82,7 +89,7 @@ def activate(pre: Tensor, activation: str, k: int = 1, threshold: float | Tensor
     """σ of every SAE here, on pre-activations [..., n_latents]: 'none', 'relu', 'jumprelu' (passes pre where
     pre > θ; θ a number or per-latent tensor) or 'topk' (the k largest, then ReLU; `fast_topk` selects them with
     `kernels.topk_indices`, which may order near-ties differently, for training speed). The sparse training paths
-    (`kernels.TopKSAEFunction`, `kernels.StackedTopK`) compute the same function without a dense tensor."""
+    (`kernels.TopKSAEFunction`, `kernels.StackedTopKSAE`) compute the same function without a dense tensor."""
     if activation == "none":
         return pre
     if activation == "relu":
@@ -350,3 +357,198 @@ def auxk_loss(
     k_aux = k_aux or max(1, x.shape[-1] // 2)
     return stacked_auxk_loss(sae._centered(x)[None], residual[None], sae.W_enc[None], sae.b_enc[None],
                              sae.W_dec[None], dead[None], k_aux)[0]
+
+
+# =====================================================================================================
+# Many SAEs of one shape at once: the toy grids and the vision grid
+# =====================================================================================================
+STACKED_KINDS: dict[str, dict] = {
+    "tied_linear": {"activation": "none", "tied": True, "bias": False},
+    "tied_relu": {"activation": "relu", "tied": True, "bias": False},
+    "tied_jumprelu": {"activation": "jumprelu", "tied": True, "bias": False},
+    "tied_topk": {"activation": "topk", "tied": True, "bias": False},
+    "topk_auxk": {"activation": "topk", "tied": False, "bias": True, "normalize_decoder": True, "auxk": True},
+    "jumprelu": {"activation": "jumprelu", "tied": False, "bias": True, "learn_threshold": True},
+}
+"""SAE kinds of a stack:
+- `tied_relu`, `tied_topk`, `tied_linear`, `tied_jumprelu`: the theory's SAE, x_m = σ(W_m x_p), x̂_p = W_mᵀ x_m,
+  no biases (`tied_jumprelu` uses a fixed threshold θ);
+- `topk_auxk`: the SAE practice uses (`SparseAutoencoder`'s default, the LM and vision SAEs): untied,
+  encoder/decoder biases, unit-norm decoder rows, Top-k plus the AuxK loss on dead latents;
+- `jumprelu`: untied with biases and a *learned* per-latent threshold trained with straight-through
+  pseudo-derivatives and an L0 penalty (Rajamanoharan et al. 2024, Gemma Scope's recipe)."""
+THEORY_KINDS: tuple[str, ...] = ("tied_linear", "tied_relu", "tied_jumprelu", "tied_topk")
+
+
+@dataclass
+class StackedSAEConfig:
+    """Architecture shared by every SAE of one stack (all have the same shape and kind)."""
+
+    n_p: int
+    """Input dimensions (the theory's n_p; d_in of `SAEConfig`)."""
+    n_m: int
+    """Latents per SAE (n_latents of `SAEConfig`)."""
+    kind: str = "tied_relu"
+    """One of `STACKED_KINDS`."""
+    k: int = 2
+    """Active latents per row (Top-k kinds)."""
+    threshold: float = 0.1
+    """JumpReLU θ: fixed for `tied_jumprelu`, the initial value for the learned `jumprelu`."""
+    l0_coeff: float = 0.01
+    """Weight of the L0 penalty of the learned JumpReLU."""
+    bandwidth: float = 0.05
+    """Width ε of the rectangle kernel of JumpReLU's pseudo-derivative."""
+    sparse: bool = False
+    """Untied Top-k only: run the step through `kernels.StackedTopKSAE` (decoder and backward touch the k selected
+    latents per row) instead of dense batched products. Same function; it pays off once rows are wide (the vision
+    SAEs' 256 inputs), not at the toy's 20."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in STACKED_KINDS:
+            raise ValueError(f"kind={self.kind!r} is not one of {tuple(STACKED_KINDS)}")
+        if self.activation == "topk" and not 1 <= self.k <= self.n_m:
+            raise ValueError(f"k={self.k} must be in [1, n_m={self.n_m}]")
+        if self.sparse and (self.activation != "topk" or self.spec["tied"]):
+            raise ValueError(f"sparse=True needs an untied Top-k kind, not kind={self.kind!r}")
+
+    @property
+    def spec(self) -> dict:
+        """The kind's architecture flags."""
+        return STACKED_KINDS[self.kind]
+
+    @property
+    def activation(self) -> str:
+        """none, relu, jumprelu or topk."""
+        return self.spec["activation"]
+
+    def to_dict(self) -> dict:
+        """Plain dict for JSON."""
+        return asdict(self)
+
+
+class _Step(torch.autograd.Function):
+    """Heaviside H(pre − θ) with a straight-through pseudo-derivative for θ only (rectangle kernel of width ε)."""
+
+    @staticmethod
+    def forward(ctx, pre: Tensor, theta: Tensor, eps: float) -> Tensor:  # noqa: D102
+        ctx.save_for_backward(pre, theta)
+        ctx.eps = eps
+        return (pre > theta).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # noqa: D102
+        pre, theta = ctx.saved_tensors
+        kernel = ((pre - theta).abs() < ctx.eps / 2).to(grad.dtype) / ctx.eps
+        g_theta = -(grad * kernel).sum(1, keepdim=True)  # theta is [G, 1, m]: sum over the batch
+        return None, g_theta, None
+
+
+class StackedSAE(nn.Module):
+    """G SAEs of one kind and shape, stacked: weights [G, n_m, n_p]; inputs [G, B, n_p].
+
+    Each SAE's initialisation depends on its seed only, so equal seeds start from equal weights (paired runs);
+    `load_` replaces them (e.g. with `SparseAutoencoder` inits, so a stacked SAE is exactly that model).
+    """
+
+    def __init__(self, cfg: StackedSAEConfig, seeds: list[int], device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.cfg, self.seeds = cfg, list(seeds)
+        G, m, d = len(seeds), cfg.n_m, cfg.n_p
+        bound = 1.0 / math.sqrt(d)
+        W = torch.stack([(torch.rand(m, d, generator=torch.Generator().manual_seed(s), dtype=torch.float64) * 2 - 1)
+                         * bound for s in seeds]).to(dtype)
+        if cfg.spec.get("normalize_decoder"):
+            W = W / W.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        self.W_enc = nn.Parameter(W.clone().to(device))
+        self.W_dec = self.W_enc if cfg.spec["tied"] else nn.Parameter(W.clone().to(device))
+        bias = bool(cfg.spec["bias"])
+        self.b_enc = nn.Parameter(torch.zeros(G, m, dtype=dtype, device=device), requires_grad=bias)
+        self.b_dec = nn.Parameter(torch.zeros(G, d, dtype=dtype, device=device), requires_grad=bias)
+        learn = bool(cfg.spec.get("learn_threshold"))
+        self.log_theta = nn.Parameter(torch.full((G, m), math.log(max(cfg.threshold, 1e-6)), dtype=dtype,
+                                                 device=device), requires_grad=learn)
+
+    @property
+    def groups(self) -> int:
+        """Number of stacked SAEs."""
+        return self.W_enc.shape[0]
+
+    @torch.no_grad()
+    def set_encoder(self, W: Tensor) -> None:
+        """Start every group (or group g of a [G, n_m, n_p] tensor) from given encoder rows, e.g. W_pᵀ."""
+        W = W.to(self.W_enc).expand_as(self.W_enc)
+        self.W_enc.copy_(W)
+        if not self.cfg.spec["tied"]:
+            self.W_dec.copy_(W)
+
+    @torch.no_grad()
+    def load_(self, saes: list[SparseAutoencoder]) -> None:
+        """Take every group's weights from one `SparseAutoencoder` each (same shape; untied with biases)."""
+        for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
+            getattr(self, name).copy_(torch.stack([getattr(s, name).detach() for s in saes]))
+
+    @torch.no_grad()
+    def init_b_dec_(self, x_p: Tensor) -> None:
+        """Decoder bias at each group's data mean (sparsify's choice; no-op without biases)."""
+        if self.cfg.spec["bias"]:
+            self.b_dec.copy_(x_p.mean(1).to(self.b_dec))
+
+    def theta(self) -> Tensor:
+        """JumpReLU thresholds [G, n_m]."""
+        return self.log_theta.exp()
+
+    def pre_activations(self, x_p: Tensor) -> Tensor:
+        """(x_p − b_dec) W_encᵀ + b_enc, [G, B, n_m]."""
+        x = x_p - self.b_dec[:, None, :] if self.cfg.spec["bias"] else x_p
+        pre = torch.bmm(x, self.W_enc.transpose(1, 2))
+        return pre + self.b_enc[:, None, :] if self.cfg.spec["bias"] else pre
+
+    def activate(self, pre: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(latents, H) where H is the learned JumpReLU's step (for its L0 penalty), else None."""
+        if self.cfg.spec.get("learn_threshold"):
+            H = _Step.apply(pre.detach(), self.theta()[:, None, :], self.cfg.bandwidth)
+            return pre * H, H
+        # torch's CPU top-k is 5-10x slower at k <= 8 of a few hundred latents: the fast selection
+        theta = self.theta()[:, None, :] if self.cfg.activation == "jumprelu" else 0.0
+        return activate(pre, self.cfg.activation, self.cfg.k, theta, fast_topk=True), None
+
+    def encode(self, x_p: Tensor) -> Tensor:
+        """Latents x_m [G, B, n_m] (dense)."""
+        return self.activate(self.pre_activations(x_p))[0]
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Reconstruction x̂_p [G, B, n_p]."""
+        out = torch.bmm(z, self.W_dec)
+        return out + self.b_dec[:, None, :] if self.cfg.spec["bias"] else out
+
+    def forward(self, x_p: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
+        """(x̂, fired [G, n_m] latents that fired on some row, JumpReLU step H or None, centred input).
+
+        The sparse path (`cfg.sparse`) never forms the dense latents; the dense one returns the same x̂ and fired.
+        """
+        xc = x_p - self.b_dec[:, None, :] if self.cfg.spec["bias"] else x_p
+        if self.cfg.sparse:
+            x_hat, vals, flat = StackedTopKSAE.apply(xc, self.W_enc, self.b_enc, self.W_dec, self.cfg.k)
+            with torch.no_grad():
+                fired = torch.zeros(self.W_enc.shape[0] * self.cfg.n_m, dtype=torch.bool, device=xc.device)
+                fired[flat.reshape(-1)[vals.reshape(-1) > 0]] = True
+            return x_hat + self.b_dec[:, None, :], fired.view(-1, self.cfg.n_m), None, xc
+        z, H = self.activate(self.pre_activations(x_p))
+        with torch.no_grad():
+            fired = z.amax(1) > 0  # = (z > 0).any(1); a max over the batch axis is vectorised, `any` is not (10x)
+        return self.decode(z), fired, H, xc
+
+    def group_weights(self, g: int) -> dict[str, Tensor]:
+        """Detached float64 weights of group g (W_enc, W_dec, b_enc, b_dec, theta)."""
+        return {"W_enc": self.W_enc[g].detach().double().cpu(), "W_dec": self.W_dec[g].detach().double().cpu(),
+                "b_enc": self.b_enc[g].detach().double().cpu(), "b_dec": self.b_dec[g].detach().double().cpu(),
+                "theta": self.theta()[g].detach().double().cpu()}
+
+    def normalize_decoder_(self) -> None:
+        """Unit-norm decoder rows (untied kinds that ask for it)."""
+        normalize_rows_(self.W_dec)
+
+    def remove_parallel_decoder_grad_(self) -> None:
+        """Project out the gradient along each decoder row so the renormalised step is exact."""
+        remove_parallel_grad_(self.W_dec)

@@ -74,25 +74,30 @@ def _stamp(ipynb: Path, parameters: dict[str, Any], defaults: dict[str, Any], cw
            status: dict[str, str]) -> None:
     """Put the report header's facts into the notebook's metadata: machine, precisions, parameters, run status.
 
-    The precisions are the ones the kernel wrote into `{out_dir}/metrics.json`; the runner is on the same machine
-    with the same environment, so its CPU line is the kernel's. The parameters are the resolved ones (defaults
-    plus injected), each marked when the run changed it.
+    The machine line and the precisions are the ones the kernel wrote into `{out_dir}/metrics.json`. A job that
+    wrote none (a failed cell) gets the runner's machine line: same machine, same environment (this costs a torch
+    import, ~2 s, which a finished job saves). The parameters are the resolved ones (defaults plus injected), each
+    marked when the run changed it.
     """
     import json
 
     import nbformat
 
-    from wsae_utils.hardware import machine_summary
-
     nb = nbformat.read(str(ipynb), as_version=4)
-    stamp: dict[str, Any] = {"machine": machine_summary(parameters.get("num_threads")), "precision": [],
+    stamp: dict[str, Any] = {"machine": None, "precision": [],
                              "parameters": parameter_rows(defaults, parameters), "status": status}
-    if "out_dir" in parameters:
+    if "out_dir" in parameters and status.get("state") == "finished":
         metrics = Path(cwd or ".") / str(parameters["out_dir"]) / "metrics.json"
         try:
-            stamp["precision"] = json.loads(metrics.read_text())["provenance"].get("precision", [])
+            prov = json.loads(metrics.read_text())["provenance"]
+            stamp["precision"] = prov.get("precision", [])
+            stamp["machine"] = prov.get("machine_summary")
         except (OSError, ValueError, KeyError):
-            pass  # a failed job has no metrics.json: the header shows the machine only
+            pass  # a job that wrote no metrics.json: the header shows the machine only
+    if stamp["machine"] is None:
+        from wsae_utils.hardware import machine_summary
+
+        stamp["machine"] = machine_summary(parameters.get("num_threads"))
     nb.metadata["wsae"] = stamp
     nbformat.write(nb, str(ipynb))
 
@@ -123,6 +128,27 @@ def _error_summary(source: str | Path, err: Exception, ipynb: Path, html: Path |
     return f"notebook {source} failed in {where}: {head}\n{tail}\npartial report: {report}"
 
 
+THREAD_POOLS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+                "RAYON_NUM_THREADS")
+"""Environment variables that size the thread pools a kernel may start (torch/OpenMP, MKL, OpenBLAS under NumPy,
+numexpr, Rust's rayon under HF tokenizers)."""
+
+
+def thread_env(threads: int | None) -> dict[str, str]:
+    """Kernel environment that keeps every thread pool at `threads` (empty for None).
+
+    Without it a 1-thread job's NumPy BLAS or tokenizer pool starts one thread per core: on a 2-core machine
+    running two jobs, the jobs then time-share the cores and each sits at ~75-85 % of a core (measured in the
+    jobs' benchmark files), which the scheduler cannot see.
+    """
+    if not threads:
+        return {}
+    env = {k: str(int(threads)) for k in THREAD_POOLS}
+    if threads == 1:
+        env["TOKENIZERS_PARALLELISM"] = "false"
+    return env
+
+
 def execute_notebook(
     source: str | Path,
     output_ipynb: str | Path,
@@ -132,11 +158,13 @@ def execute_notebook(
     cwd: str | Path | None = None,
     execution_timeout: int | None = None,
     log_path: str | Path | None = None,
+    threads: int | None = None,
 ) -> Path:
     """Run `source` with `parameters`, write the executed notebook and its HTML; raise `NotebookError` on failure.
 
     Parameters unknown to the notebook's `parameters` cell are refused before any execution. With `log_path`,
-    progress bars and other stderr output of the run go to that text file instead of the report.
+    progress bars and other stderr output of the run go to that text file instead of the report. `threads` caps
+    every thread pool of the kernel (`thread_env`), so a job uses the cores its rule declared and no more.
     """
     import papermill
 
@@ -156,7 +184,7 @@ def execute_notebook(
         log.write_text(f"executing {source} → {output_ipynb}\n")
     if html is not None:
         _placeholder(html, source, log)
-    env = {PARAMS_ENV: parameters_env(defaults, parameters)}  # the kernel inherits them
+    env = {PARAMS_ENV: parameters_env(defaults, parameters), **thread_env(threads)}  # the kernel inherits them
     if log is not None:
         env[LOG_ENV] = str(log.resolve())  # progress bars go to the log
     previous = {k: os.environ.get(k) for k in env}

@@ -76,11 +76,12 @@ def provenance(**settings: Any) -> dict[str, Any]:
     """Who produced a result: settings, code, library and data versions, machine (CPU, ISA) and resolved precisions."""
     import torch
 
-    from wsae_utils.hardware import PRECISION_LOG, cpu_info
+    from wsae_utils.hardware import PRECISION_LOG, cpu_info, machine_summary
 
     return {
         "settings": settings,
         "hardware": cpu_info(),
+        "machine_summary": machine_summary(torch.get_num_threads()),
         "precision": list(PRECISION_LOG),
         "git_commit": git_commit(),
         "libraries": library_versions(),

@@ -14,13 +14,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from wsae_utils.core.sae import activate
-from wsae_utils.toy.sae import BatchedToySAE, ConvergenceRule, ToySAEConfig, TrainLog, pool_sampler, train_groups
-
+from wsae_utils.core.sae import StackedSAE, StackedSAEConfig, activate
+from wsae_utils.core.train import ConvergenceRule, TrainConfig, TrainLog, stacked_batches, train_stacked
 
 # -- evaluation of one group against the ground truth -------------------------------------------------
-def encode_weights(w: dict[str, Tensor], cfg: ToySAEConfig, x_p: Tensor) -> Tensor:
-    """Latents of one SAE given its float64 weights (`BatchedToySAE.group_weights`), x_p [N, n_p] → [N, n_m]."""
+TOY_AUXK_ALPHA = 1.0 / 32
+"""Weight of the AuxK loss of the toy's `topk_auxk` SAEs (OpenAI's)."""
+
+
+def encode_weights(w: dict[str, Tensor], cfg: StackedSAEConfig, x_p: Tensor) -> Tensor:
+    """Latents of one SAE given its float64 weights (`StackedSAE.group_weights`), x_p [N, n_p] → [N, n_m]."""
     x_p = x_p.double()
     bias = cfg.spec["bias"]
     pre = (x_p - w["b_dec"] if bias else x_p) @ w["W_enc"].T
@@ -29,14 +32,14 @@ def encode_weights(w: dict[str, Tensor], cfg: ToySAEConfig, x_p: Tensor) -> Tens
     return activate(pre, cfg.activation, cfg.k, w["theta"])
 
 
-def decode_weights(w: dict[str, Tensor], cfg: ToySAEConfig, z: Tensor) -> Tensor:
+def decode_weights(w: dict[str, Tensor], cfg: StackedSAEConfig, z: Tensor) -> Tensor:
     """Reconstruction of one SAE from its latents [N, n_m]."""
     out = z.double() @ w["W_dec"]
     return out + w["b_dec"] if cfg.spec["bias"] else out
 
 
 def recovery_metrics(
-    w: dict[str, Tensor], cfg: ToySAEConfig, W_p: Tensor, x_fit: Tensor, x_eval: Tensor,
+    w: dict[str, Tensor], cfg: StackedSAEConfig, W_p: Tensor, x_fit: Tensor, x_eval: Tensor,
     cos_threshold: float = 0.99, probe_tau: float = 0.0, probe_tau_rel: float = 0.1, min_fires: int = 10,
     polysemantic: Tensor | None = None, x_probe: Tensor | None = None,
 ) -> dict[str, float]:
@@ -144,10 +147,10 @@ def eval_split(W_p: Tensor, sparsity: float, seed: int, rows: int) -> tuple[Tens
 
 
 def run_groups(
-    W_p: Tensor, cfg: ToySAEConfig, groups: list[dict[str, Any]], steps: int, batch_size: int, lr: float,
+    W_p: Tensor, cfg: StackedSAEConfig, groups: list[dict[str, Any]], steps: int, batch_size: int, lr: float,
     pool_rows: int, eval_rows: int, device: str | torch.device = "cpu", rule: ConvergenceRule | None = None,
     metric_kwargs: dict[str, Any] | None = None, polysemantic: Tensor | None = None, x_probe: Tensor | None = None,
-) -> tuple[list[dict[str, Any]], TrainLog, BatchedToySAE | None]:
+) -> tuple[list[dict[str, Any]], TrainLog, StackedSAE | None]:
     """Train one batch of toy SAEs (one per group dict) and evaluate each against the ground truth.
 
     A group dict holds `seed` and `sparsity` and optionally `gamma` [n_p] (WSAE weights) and `init`
@@ -168,9 +171,10 @@ def run_groups(
     held = {key: data_pool(W_p, min(1024, pool_rows), key[1], key[0] + 500_009, nonempty=True) for key in pools}
     keys = [(g["seed"], g["sparsity"]) for g in groups]
     dev = torch.device(device)
+    pool_keys = list(pools)
     x_pool = torch.stack([pools[k] for k in keys]).to(dev)
     x_held = torch.stack([held[k] for k in keys]).to(dev)
-    sae = BatchedToySAE(cfg, [g["seed"] for g in groups], device=dev)
+    sae = StackedSAE(cfg, [g["seed"] for g in groups], device=dev)
     for i, g in enumerate(groups):
         if g.get("init") is not None:
             with torch.no_grad():
@@ -183,8 +187,12 @@ def run_groups(
         gamma = torch.stack([torch.ones(cfg.n_p) if g.get("gamma") is None else torch.as_tensor(g["gamma"]).float()
                              for g in groups]).to(dev)
     t0 = time.time()
-    log = train_groups(sae, pool_sampler(x_pool, batch_size, [g["seed"] for g in groups]), steps, lr, x_held, gamma,
-                       rule=rule)
+    # the toy's optimisation: constant rate, AuxK (topk_auxk only) on latents silent for 50 steps, 50 held-out points
+    tcfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, auxk_alpha=TOY_AUXK_ALPHA,
+                       dead_window=50 * batch_size, log_every=max(1, steps // 50))
+    batch_fn = stacked_batches([pools[k] for k in pool_keys], [pool_keys.index(k) for k in keys],
+                               [g["seed"] for g in groups], batch_size, dev)
+    log = train_stacked(sae, batch_fn, tcfg, gamma, eval_x=x_held, rule=rule)
     runlog(f"{cfg.kind} n_m={cfg.n_m}: {len(groups)} SAEs x {steps} steps in {time.time() - t0:.1f} s, "
            f"{int(log.converged.sum())} converged")
     rows = []

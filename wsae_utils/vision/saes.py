@@ -17,22 +17,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wsae_utils.core.kernels import StackedTopK
 from wsae_utils.core.metrics import semantic_consistency
 from wsae_utils.core.sae import (
     SAEConfig,
     SparseAutoencoder,
-    error_weights,
+    StackedSAE,
+    StackedSAEConfig,
     make_gamma,
-    normalize_rows_,
     permute_gamma,
-    remove_parallel_grad_,
-    stacked_auxk_loss,
-    weighted_sq_error,
 )
 from wsae_utils.core.stats import mean_ci
-from wsae_utils.core.train import TrainConfig, batch_generator, lr_scale
-from wsae_utils.runlog import progress
+from wsae_utils.core.train import TrainConfig, stacked_batches, train_stacked
 
 ACTIVE_THRESHOLD = 1e-5
 """An entry counts as active / nonzero when |value| > this (NCL's threshold, after row-wise L2 norm)."""
@@ -246,74 +241,38 @@ class SAEJob:
 def train_sae_grid(train_sets: list[Tensor], jobs: list[SAEJob], sae_cfg: SAEConfig, cfg: TrainConfig,
                    device: str | torch.device = "cpu", show_progress: bool = True
                    ) -> tuple[list[SparseAutoencoder], list[list[tuple[int, float]]]]:
-    """Train every job's untied Top-k SAE (biases, unit-norm decoder, AuxK) at once as stacked tensors.
+    """Train every job's untied Top-k SAE (biases, unit-norm decoder, AuxK) at once as one `StackedSAE`.
 
     Each job gets exactly the model `SparseAutoencoder(sae_cfg, seed)` with b_dec at its data mean and
-    `SAETrainer`'s loss, schedule and dead-latent rule; Adam is elementwise, so one Adam over the stacked
-    parameters equals one Adam per job. Stacking turns G small GEMMs per step into one batched GEMM (the
-    dense autograd path instead of `sae`'s sparse one; `test_vision` checks they agree). Returns the
-    trained SAEs and each job's loss curve (every `cfg.log_every` steps).
+    `SAETrainer`'s loss, schedule and dead-latent rule, through the one stacked trainer (`core.train.train_stacked`,
+    the toy grids' too) on the sparse Top-k path (`kernels.StackedTopKSAE`); `test_vision_controls` checks that the
+    grid and `SAETrainer` agree. Returns the trained SAEs and each job's training loss every `cfg.log_every` steps.
     """
-    if sae_cfg.activation != "topk" or sae_cfg.tied or not sae_cfg.bias:
-        raise ValueError("train_sae_grid trains untied Top-k SAEs with biases")
+    if sae_cfg.activation != "topk" or sae_cfg.tied or not sae_cfg.bias or not sae_cfg.normalize_decoder:
+        raise ValueError("train_sae_grid trains untied Top-k SAEs with biases and unit-norm decoder rows")
     device = torch.device(device)
-    G, n, k = len(jobs), sae_cfg.n_latents, sae_cfg.k
     inits = [SparseAutoencoder(sae_cfg, seed=j.seed) for j in jobs]
     for sae, j in zip(inits, jobs, strict=True):
         sae.init_b_dec_(train_sets[j.data][:4096])
-    W_enc = nn.Parameter(torch.stack([s.W_enc.detach() for s in inits]).to(device))
-    W_dec = nn.Parameter(torch.stack([s.W_dec.detach() for s in inits]).to(device))
-    b_enc = nn.Parameter(torch.stack([s.b_enc.detach() for s in inits]).to(device))
-    b_dec = nn.Parameter(torch.stack([s.b_dec.detach() for s in inits]).to(device))
+    stack = StackedSAE(StackedSAEConfig(sae_cfg.d_in, sae_cfg.n_latents, "topk_auxk", k=sae_cfg.k, sparse=True),
+                       [j.seed for j in jobs], device=device)
+    stack.load_(inits)
     gamma = torch.stack([j.gamma.float() for j in jobs]).to(device)
-    gw = error_weights(gamma, cfg.gamma_inside_norm)
+    batch_fn = stacked_batches(train_sets, [j.data for j in jobs], [j.seed for j in jobs], cfg.batch_size, device)
     # fused Adam: one kernel over the stacked tensors (elementwise ops on all parameters dominate a step on CPU)
-    opt = torch.optim.Adam([W_enc, W_dec, b_enc, b_dec], lr=cfg.lr, betas=cfg.adam_betas, fused=True)
-    since_fired = torch.zeros(G, n, dtype=torch.long, device=device)
-    k_aux = min(max(1, sae_cfg.d_in // 2), n)
-    curves: list[list[tuple[int, float]]] = [[] for _ in jobs]
-    for step in progress(range(cfg.steps), desc=f"{G} SAEs", disable=not show_progress):
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr * lr_scale(step, cfg.steps, cfg.lr_warmup_steps, cfg.lr_decay_frac)
-        xb = torch.stack([
-            train_sets[j.data][torch.randint(train_sets[j.data].shape[0], (cfg.batch_size,),
-                                             generator=batch_generator(j.seed, step))] for j in jobs
-        ]).to(device)
-        xc = xb - b_dec[:, None, :]
-        vals, flat = StackedTopK.apply(xc, W_enc, b_enc, k)  # flat: latent index + job offset, [G, B, k]
-        x_hat = F.embedding_bag(flat.reshape(G * cfg.batch_size, k), W_dec.reshape(G * n, -1),
-                                per_sample_weights=vals.reshape(G * cfg.batch_size, k), mode="sum")
-        x_hat = x_hat.view(G, cfg.batch_size, -1) + b_dec[:, None, :]
-        err = xb - x_hat
-        loss = weighted_sq_error(xb, x_hat, gw[:, None, :])  # [G]
-        total = loss.sum()
-        dead = since_fired >= cfg.dead_window
-        if cfg.auxk_alpha > 0 and bool(dead.any()):
-            total = total + cfg.auxk_alpha * stacked_auxk_loss(xc, err, W_enc, b_enc, W_dec, dead, k_aux).sum()
-        if not torch.isfinite(total):
-            raise FloatingPointError(f"SAE grid loss became {total.item()} at step {step}")
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        if sae_cfg.normalize_decoder:
-            remove_parallel_grad_(W_dec)
-        opt.step()
-        if sae_cfg.normalize_decoder:
-            normalize_rows_(W_dec)
-        with torch.no_grad():
-            fired = torch.zeros(G * n, dtype=torch.bool, device=device)
-            fired[flat.reshape(-1)[vals.reshape(-1) > 0]] = True
-            fired = fired.view(G, n)
-            since_fired += cfg.batch_size
-            since_fired[fired] = 0
-        if step % cfg.log_every == 0 or step == cfg.steps - 1:
-            for g, v in enumerate(loss.detach().cpu().tolist()):
-                curves[g].append((step, v))
+    log = train_stacked(stack, batch_fn, cfg, gamma, fused_adam=True,
+                        desc=f"{len(jobs)} SAEs" if show_progress else None)
+    losses = np.stack(log.train_loss)
+    if not np.isfinite(losses).all():
+        bad = sorted({int(g) for g in np.flatnonzero(~np.isfinite(losses).all(0))})
+        raise FloatingPointError(f"SAE grid loss became non-finite for jobs {bad}")
+    curves = [[(s, float(v)) for s, v in zip(log.train_steps, losses[:, g], strict=True)] for g in range(len(jobs))]
     out = []
-    for g in range(G):
+    for g in range(len(jobs)):
         sae = SparseAutoencoder(sae_cfg, device="cpu")
         with torch.no_grad():
-            for name, p in (("W_enc", W_enc), ("W_dec", W_dec), ("b_enc", b_enc), ("b_dec", b_dec)):
-                getattr(sae, name).copy_(p[g].detach().cpu())
+            for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
+                getattr(sae, name).copy_(getattr(stack, name)[g].detach().cpu())
         out.append(sae)
     return out, curves
 
