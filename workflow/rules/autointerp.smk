@@ -81,7 +81,8 @@ if AI_ON:
             f"{AI_DIR}/checks/benchmark.tsv"
         params:
             **nb_params(notebook_params("autointerp", "checks", f"{AI_DIR}/checks", acts_dir=LM_ACTS)),
-        threads: 2
+        # one thread: with two it kept them at ~33 % load (35 s wall, 12 s CPU in the default run's benchmark.tsv)
+        threads: 1
         resources:
             mem_mb=3000,
             gpu=gpu_jobs(),

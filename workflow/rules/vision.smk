@@ -44,7 +44,9 @@ if section_enabled("vision"):
             f"{VISION_SAE}/benchmark.tsv"
         params:
             **nb_params(notebook_params("vision", "sae", VISION_SAE, features_path=f"{VISION_BACKBONE}/features.pt")),
-        threads: 2
+        # one thread: the stacked step scales 1.5x on 2 threads (10.5 vs 7.0 s, benchmarks/RESULTS_cpu_classes.md),
+        # so the second core does more running another job beside it
+        threads: 1
         resources:
             mem_mb=6000,
             gpu=gpu_jobs(),

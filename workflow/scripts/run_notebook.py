@@ -28,6 +28,7 @@ try:
         parameters=params,
         output_html=html,
         log_path=text_log,
+        threads=snakemake.threads,
     )
 except NotebookError as err:
     print(err, file=sys.stderr)
