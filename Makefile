@@ -17,8 +17,11 @@ DEBS := $(RES)/debs
 run: setup data
 	$(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES) $(SNAKEMAKE_ARGS)
 
+# Two pytest workers, one test module each at a time (module fixtures such as the smoke DAG are built once);
+# TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
 test: setup-test data
-	WSAE_REQUIRE_LLAMA_SERVER=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+	WSAE_REQUIRE_LLAMA_SERVER=1 $(BIN)/python -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 # Local-LLM trial: the workflow starts llama.cpp's server with the embedded SmolLM2 for the auto-interp jobs and
 # stops it after (config/local_llm.yaml; a plumbing check of the judge path, minutes). Its own working directory,

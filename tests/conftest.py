@@ -17,3 +17,15 @@ os.environ["WSAE_REPO"] = str(_STUB)
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+# Modules that hold a long module-scoped fixture (the smoke DAG: ~4 min; a private SLURM cluster: ~2 min). Under
+# `make test`'s two xdist workers (`--dist loadfile`, one module per worker at a time) they go first, so they run
+# beside the many short modules instead of after them.
+LONG_MODULES = ("test_workflow.py", "test_slurm.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Long modules first (`LONG_MODULES`), everything else in its usual order."""
+    rank = {name: i for i, name in enumerate(LONG_MODULES)}
+    order = {id(item): i for i, item in enumerate(items)}
+    items.sort(key=lambda it: (rank.get(Path(str(it.fspath)).name, len(rank)), order[id(it)]))
