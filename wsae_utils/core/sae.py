@@ -522,22 +522,22 @@ class StackedSAE(nn.Module):
         out = torch.bmm(z, self.W_dec)
         return out + self.b_dec[:, None, :] if self.cfg.spec["bias"] else out
 
-    def forward(self, x_p: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
-        """(x̂, fired [G, n_m] latents that fired on some row, JumpReLU step H or None, centred input).
+    def forward(self, x_p: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """(x̂, fired [G, n_m]: latents that fired on some row, JumpReLU step H or None).
 
         The sparse path (`cfg.sparse`) never forms the dense latents; the dense one returns the same x̂ and fired.
         """
-        xc = x_p - self.b_dec[:, None, :] if self.cfg.spec["bias"] else x_p
         if self.cfg.sparse:
+            xc = x_p - self.b_dec[:, None, :]
             x_hat, vals, flat = StackedTopKSAE.apply(xc, self.W_enc, self.b_enc, self.W_dec, self.cfg.k)
             with torch.no_grad():
                 fired = torch.zeros(self.W_enc.shape[0] * self.cfg.n_m, dtype=torch.bool, device=xc.device)
                 fired[flat.reshape(-1)[vals.reshape(-1) > 0]] = True
-            return x_hat + self.b_dec[:, None, :], fired.view(-1, self.cfg.n_m), None, xc
+            return x_hat + self.b_dec[:, None, :], fired.view(-1, self.cfg.n_m), None
         z, H = self.activate(self.pre_activations(x_p))
         with torch.no_grad():
             fired = z.amax(1) > 0  # = (z > 0).any(1); a max over the batch axis is vectorised, `any` is not (10x)
-        return self.decode(z), fired, H, xc
+        return self.decode(z), fired, H
 
     def group_weights(self, g: int) -> dict[str, Tensor]:
         """Detached float64 weights of group g (W_enc, W_dec, b_enc, b_dec, theta)."""

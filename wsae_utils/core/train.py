@@ -404,12 +404,13 @@ def train_stacked(
     weights = None if gamma is None else error_weights(gamma, cfg.gamma_inside_norm)[:, None, :]
 
     def objective(x: Tensor, dead: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        x_hat, fired, H, xc = sae(x)
+        x_hat, fired, H = sae(x)
         recon = weighted_sq_error(x, x_hat, weights)
         total = recon
         if H is not None:
             total = total + scfg.l0_coeff * H.sum(-1).mean(-1)
         if auxk and dead is not None:  # the residual is reconstructed from the bias-centred input the encoder saw
+            xc = x - sae.b_dec[:, None, :]  # formed here, after x̂: the order autograd sums b_dec's gradients in
             total = total + cfg.auxk_alpha * stacked_auxk_loss(xc, x - x_hat, sae.W_enc, sae.b_enc, sae.W_dec, dead,
                                                                k_aux)
         return total, recon, fired, x_hat
