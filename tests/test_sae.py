@@ -291,3 +291,27 @@ def test_trainer_with_auxk_matches_an_autograd_loop():
     assert torch.equal(tr.rows_since_fired, since)
     for n, p in ref.named_parameters():
         assert torch.allclose(getattr(sae, n), p, rtol=1e-4, atol=1e-5), n
+
+
+@pytest.mark.parametrize("k_aux", [70, 200])  # some dead latents left out by the top-k / every dead latent kept
+def test_wide_auxk_dense_product_matches_the_bag_path(monkeypatch, k_aux):
+    """AuxK's dense batched product (wide bags) gives the embedding_bag path's loss and gradients."""
+    import wsae_utils.core.sae as S
+
+    g = torch.Generator().manual_seed(0)
+    G, B, n, d = 3, 40, 300, 16
+    xc, res = torch.randn(G, B, d, generator=g), torch.randn(G, B, d, generator=g)
+    dead = torch.rand(G, n, generator=g) < 0.4
+    dead[1] = False  # an SAE without dead latents gets 0
+    out = []
+    for threshold in (10_000, 64):
+        monkeypatch.setattr(S, "DENSE_AUXK_MIN_K", threshold)
+        W_enc = torch.randn(G, n, d, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        b_enc = torch.randn(G, n, generator=torch.Generator().manual_seed(2), requires_grad=True)
+        W_dec = torch.randn(G, n, d, generator=torch.Generator().manual_seed(3), requires_grad=True)
+        loss = S.stacked_auxk_loss(xc, res, W_enc, b_enc, W_dec, dead, k_aux)
+        loss.sum().backward()
+        out.append((loss.detach(), W_enc.grad, b_enc.grad, W_dec.grad))
+    assert out[0][0][1] == 0
+    for a, b in zip(*out, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)
