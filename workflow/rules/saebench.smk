@@ -31,7 +31,8 @@ if section_enabled("lm"):
             f"{SB_PROBES}/benchmark.tsv"
         params:
             nb=notebook_params("lm", "probes", SB_PROBES, acts_dir=LM_ACTS),
-        threads: 2
+        # one thread: it then runs beside lm_train (which does not need it) instead of before it
+        threads: 1
         resources:
             mem_mb=3000,
             gpu=gpu_jobs(),

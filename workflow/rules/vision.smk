@@ -10,6 +10,8 @@ VISION_SAE = "results/vision/sae"
 if section_enabled("vision"):
 
     use rule _notebook as vision_backbone with:
+        # the vision chain (backbone, then SAEs) is the run's second-longest: start it beside the LM chain, not after
+        priority: 5
         input:
             nb=notebook("vision_backbone"),
             code=code("vision_backbone"),
@@ -24,12 +26,15 @@ if section_enabled("vision"):
             f"{VISION_BACKBONE}/benchmark.tsv"
         params:
             **nb_params(notebook_params("vision", "backbone", VISION_BACKBONE)),
-        threads: 2
+        # one thread: it then runs beside the one-thread LM jobs instead of waiting for both cores to be free (with
+        # two it ran last, alone, in the AVX2 default run of benchmarks/RESULTS_cpu_classes.md)
+        threads: 1
         resources:
             mem_mb=6000,
             gpu=gpu_jobs(),
 
     use rule _notebook as vision_sae with:
+        priority: 5
         input:
             nb=notebook("vision_sae"),
             code=code("vision_sae"),
