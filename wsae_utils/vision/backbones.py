@@ -226,7 +226,9 @@ def backbone_features(backbone: nn.Module, ds: torch.utils.data.Dataset, index: 
     The views of a batch are seeded by (seed, batch index), so a seed fixes every crop whatever the device.
     """
     device = torch.device(device)
-    backbone.to(device).eval()
+    # channels-last: oneDNN's convolutions then skip a layout reorder per layer (EfficientNet-Lite0, 256 images at
+    # 64 px, 1 CPU thread, AVX2: 1.90 -> 0.99 s; outputs agree to 2e-5)
+    backbone.to(device, memory_format=torch.channels_last).eval()
     out = []
     bar = progress(total=index.numel() * n_views, desc=desc, disable=not show_progress, leave=False)
     for b, (images, _) in enumerate(iterate_images(ds, index, batch_size, num_workers)):
@@ -234,7 +236,8 @@ def backbone_features(backbone: nn.Module, ds: torch.utils.data.Dataset, index: 
         views = [normalize(resize(to_float_rgb(images), image_size), mean, std)]
         g = torch.Generator().manual_seed(seed * 1_000_003 + b)
         views += [normalize(augment(images, image_size, g, aug), mean, std) for _ in range(n_views - 1)]
-        out.append(torch.stack([backbone(v).float().cpu() for v in views], 1))
+        out.append(torch.stack([backbone(v.contiguous(memory_format=torch.channels_last)).float().cpu()
+                                for v in views], 1))
         bar.update(images.shape[0] * n_views)
     bar.close()
     return torch.cat(out)
