@@ -463,6 +463,15 @@ class _Step(torch.autograd.Function):
         return None, g_theta, None
 
 
+def encoder_affine(x: Tensor, W_enc: Tensor, b_enc: Tensor | None = None, b_dec: Tensor | None = None) -> Tensor:
+    """(x − b_dec) W_encᵀ + b_enc of one SAE (x [N, d], W_enc [n, d]) or a stack (x [G, B, d], W_enc [G, n, d]);
+    a bias that is None is left out (the theory's bias-free SAE)."""
+    if b_dec is not None:
+        x = x - b_dec.unsqueeze(-2)
+    pre = x @ W_enc.transpose(-1, -2)
+    return pre if b_enc is None else pre + b_enc.unsqueeze(-2)
+
+
 class StackedSAE(nn.Module):
     """G SAEs of one kind and shape, stacked: weights [G, n_m, n_p]; inputs [G, B, n_p].
 
@@ -520,9 +529,8 @@ class StackedSAE(nn.Module):
 
     def pre_activations(self, x_p: Tensor) -> Tensor:
         """(x_p − b_dec) W_encᵀ + b_enc, [G, B, n_m]."""
-        x = x_p - self.b_dec[:, None, :] if self.cfg.spec["bias"] else x_p
-        pre = torch.bmm(x, self.W_enc.transpose(1, 2))
-        return pre + self.b_enc[:, None, :] if self.cfg.spec["bias"] else pre
+        bias = self.cfg.spec["bias"]
+        return encoder_affine(x_p, self.W_enc, self.b_enc if bias else None, self.b_dec if bias else None)
 
     def activate(self, pre: Tensor) -> tuple[Tensor, Tensor | None]:
         """(latents, H) where H is the learned JumpReLU's step (for its L0 penalty), else None."""

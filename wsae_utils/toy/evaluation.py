@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from wsae_utils.core.sae import StackedSAE, StackedSAEConfig, activate
+from wsae_utils.core.sae import StackedSAE, StackedSAEConfig, activate, encoder_affine
 from wsae_utils.core.train import ConvergenceRule, TrainConfig, TrainLog, stacked_batches, train_stacked
 
 # -- evaluation of one group against the ground truth -------------------------------------------------
@@ -24,11 +24,8 @@ TOY_AUXK_ALPHA = 1.0 / 32
 
 def encode_weights(w: dict[str, Tensor], cfg: StackedSAEConfig, x_p: Tensor) -> Tensor:
     """Latents of one SAE given its float64 weights (`StackedSAE.group_weights`), x_p [N, n_p] → [N, n_m]."""
-    x_p = x_p.double()
     bias = cfg.spec["bias"]
-    pre = (x_p - w["b_dec"] if bias else x_p) @ w["W_enc"].T
-    if bias:
-        pre = pre + w["b_enc"]
+    pre = encoder_affine(x_p.double(), w["W_enc"], w["b_enc"] if bias else None, w["b_dec"] if bias else None)
     return activate(pre, cfg.activation, cfg.k, w["theta"])
 
 
