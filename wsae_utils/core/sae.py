@@ -356,8 +356,7 @@ def stacked_auxk_loss(xc: Tensor, residual: Tensor, W_enc: Tensor, b_enc: Tensor
         z = pre.relu() if kk == m else torch.zeros_like(pre).scatter(-1, *_topk_relu(pre, kk))
         recon = torch.bmm(z, D)
     else:
-        vals, idx = pre.topk(kk, dim=-1, sorted=False)
-        vals = torch.where(torch.isfinite(vals), vals, torch.zeros_like(vals)).relu()
+        idx, vals = _topk_relu(pre, kk)
         B = idx.shape[1]
         flat = (idx + (torch.arange(G, device=idx.device) * m)[:, None, None]).reshape(G * B, kk)
         recon = F.embedding_bag(flat, D.reshape(G * m, d), per_sample_weights=vals.reshape(G * B, kk),

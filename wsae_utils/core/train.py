@@ -395,7 +395,8 @@ def train_stacked(
     scfg = sae.cfg
     steps, B = cfg.steps, cfg.batch_size
     params = [p for p in sae.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.adam_betas, **({"fused": True} if fused_adam else {}))
+    opt = _adam(params, cfg.lr, cfg.adam_betas) if fused_adam else torch.optim.Adam(params, lr=cfg.lr,
+                                                                                      betas=cfg.adam_betas)
     G = sae.groups
     since_fired = torch.zeros(G, scfg.n_m, dtype=torch.long, device=sae.W_enc.device)
     k_aux = max(1, scfg.n_p // 2)
